@@ -1,0 +1,1 @@
+"""The client side: what runs on an organisation's node (or a virtual client)."""

@@ -1,0 +1,88 @@
+"""The Flower ClientApp: reads Flower's Context, calls the plain functions in client.node.
+
+It speaks Flower's legacy client layout (``NumPyClient``) on purpose: SecAgg+ in
+flwr 1.41 exists only on that path, and using it for every run keeps secure
+aggregation a switch rather than a second code path.
+"""
+
+from __future__ import annotations
+
+from flwr.app import ConfigRecord, Context
+from flwr.client import Client, NumPyClient
+from flwr.clientapp import ClientApp
+
+from client.node import evaluate_adapter, fit
+from client.privacy import new_ledger
+from client.runtime import get_client_data, get_runtime
+from common.config import RunConfig, from_run_config
+from common.privacy.ledger import PrivacyLedger
+
+STATE_KEY = "privatune"
+PARTITION_ID_KEY = "partition-id"
+DATA_PATH_KEY = "data-path"
+
+
+class PrivatuneClient(NumPyClient):
+    """Adapter-only client; its privacy ledger lives in the node's persistent Context."""
+
+    def __init__(self, config: RunConfig, context: Context) -> None:
+        self.config = config
+        self.context = context
+        node_config = context.node_config
+        partition = node_config.get(PARTITION_ID_KEY)
+        self.partition_id = int(partition) if partition is not None else None
+        self.data_path = node_config.get(DATA_PATH_KEY)
+        self.runtime = get_runtime(config)
+        self.data = get_client_data(
+            config,
+            self.runtime,
+            partition_id=self.partition_id,
+            source=str(self.data_path) if self.data_path else None,
+        )
+
+    # -------------------------------------------------------------- ledger state
+
+    def _load_ledger(self) -> PrivacyLedger | None:
+        if not self.config.privacy.enabled:
+            return None
+        record = self.context.state.config_records.get(STATE_KEY)
+        if record is not None and "ledger" in record:
+            return PrivacyLedger.from_json(str(record["ledger"]))
+        return new_ledger(self.config)
+
+    def _save_ledger(self, ledger: PrivacyLedger | None) -> None:
+        if ledger is not None:
+            self.context.state.config_records[STATE_KEY] = ConfigRecord(
+                {"ledger": ledger.to_json()}
+            )
+
+    # ------------------------------------------------------------- Flower calls
+
+    def fit(self, parameters, config):  # type: ignore[no-untyped-def]
+        ledger = self._load_ledger()
+        reply = fit(
+            self.config,
+            self.runtime,
+            self.data,
+            parameters,
+            server_round=int(config.get("server_round", 0)),
+            ledger=ledger,
+        )
+        self._save_ledger(ledger)
+        return reply.delta, reply.num_examples, reply.metrics
+
+    def evaluate(self, parameters, config):  # type: ignore[no-untyped-def]
+        return evaluate_adapter(self.config, self.runtime, self.data, parameters)
+
+
+def make_client_app(config: RunConfig | None = None) -> ClientApp:
+    """A ClientApp for ``config``, or one that reads ``context.run_config`` (flwr run)."""
+
+    def client_fn(context: Context) -> Client:
+        run_config = config if config is not None else from_run_config(context.run_config)
+        return PrivatuneClient(run_config, context).to_client()
+
+    return ClientApp(client_fn=client_fn)
+
+
+app = make_client_app()

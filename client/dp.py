@@ -1,0 +1,111 @@
+"""Opacus wiring for DP-SGD on a PEFT model.
+
+``make_private`` is called with ``wrap_model=False``: Opacus attaches its per-sample
+gradient hooks to the PEFT model itself instead of wrapping it, so the model object the
+process caches and reuses across rounds and virtual clients never changes type, and the
+hooks are removed after every round (see :func:`private_training`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from common.errors import PrivatuneError
+from common.privacy.ledger import Entry
+
+
+@dataclass(frozen=True)
+class DPSettings:
+    """What one client's DP-SGD round uses."""
+
+    noise_multiplier: float
+    max_grad_norm: float
+    grad_sample_mode: str = "hooks"
+
+
+@dataclass
+class PrivateTraining:
+    """The private optimizer and Poisson loader for one round, and what ran."""
+
+    optimizer: Any
+    loader: DataLoader
+    engine: Any
+    sample_rate: float
+
+    def entries(self) -> list[Entry]:
+        """(σ, q, steps) as Opacus's own accountant recorded them: what actually ran."""
+        return [(float(s), float(q), int(n)) for s, q, n in self.engine.accountant.history]
+
+
+@contextmanager
+def private_training(
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    dataset: TensorDataset,
+    *,
+    batch_size: int,
+    settings: DPSettings,
+) -> Iterator[PrivateTraining]:
+    """Attach Opacus to ``model`` for one round; detach its hooks however the round ends."""
+    from opacus import PrivacyEngine
+
+    engine = PrivacyEngine(accountant="rdp")
+    hooks, dp_optimizer, loader = engine.make_private(
+        module=model,
+        optimizer=optimizer,
+        data_loader=DataLoader(dataset, batch_size=batch_size),
+        noise_multiplier=settings.noise_multiplier,
+        max_grad_norm=settings.max_grad_norm,
+        poisson_sampling=True,
+        grad_sample_mode=settings.grad_sample_mode,
+        wrap_model=False,
+        loss_reduction="mean",
+    )
+    try:
+        yield PrivateTraining(
+            optimizer=dp_optimizer,
+            loader=loader,
+            engine=engine,
+            sample_rate=float(loader.sample_rate),
+        )
+    finally:
+        dp_optimizer.zero_grad(set_to_none=True)
+        hooks.cleanup()
+        for param in model.parameters():
+            for attr in ("grad_sample", "summed_grad", "_forward_counter"):
+                if hasattr(param, attr):
+                    delattr(param, attr)
+
+
+def noise_only_step(optimizer: Any) -> None:
+    """An empty Poisson batch: no example contributes, but the step (and its noise) runs.
+
+    Hugging Face models crash on a 0-row batch, so instead of a forward pass every
+    parameter gets an empty per-sample gradient; Opacus then adds the calibrated noise
+    to a zero sum, exactly what DP-SGD prescribes for an empty batch.
+    """
+    for param in optimizer.params:
+        param.grad_sample = torch.zeros((0, *param.shape), dtype=param.dtype)
+    optimizer.step()
+
+
+def check_grad_samples(model: Any) -> None:
+    """Every trainable parameter must have a per-sample gradient after backward."""
+    missing = [
+        name
+        for name, p in model.named_parameters()
+        if p.requires_grad and getattr(p, "grad_sample", None) is None
+    ]
+    if missing:
+        raise PrivatuneError(
+            "DP preflight: Opacus computed no per-sample gradient for "
+            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}; this PEFT "
+            "method or layer type is not supported by Opacus hooks, turn privacy off or "
+            "choose another adapter"
+        )

@@ -1,0 +1,163 @@
+"""A client's round, as plain functions the Flower app calls.
+
+``fit`` receives the global adapter, trains locally (privately when configured) and
+returns only the adapter *delta* and named metrics; base weights and data never leave.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+from client.dp import DPSettings
+from client.privacy import RoundPlan, plan_round
+from client.runtime import Runtime
+from client.train import train_adapter
+from common.adapters import get_adapter_arrays, set_adapter_arrays, subtract
+from common.config import RunConfig
+from common.data.pipeline import ClientData
+from common.errors import PrivatuneError
+from common.evaluation import evaluate
+from common.privacy.ledger import PrivacyLedger
+
+log = logging.getLogger("privatune.client")
+
+Metrics = dict[str, bool | bytes | float | int | str]
+
+
+@dataclass
+class FitReply:
+    """What leaves the client: the delta, the example count, named metrics."""
+
+    delta: list[np.ndarray]
+    num_examples: int
+    metrics: Metrics = field(default_factory=dict)
+
+
+def _seed(config: RunConfig, client_id: str, server_round: int) -> int:
+    return (
+        config.training.seed * 1_000_003 + zlib.crc32(client_id.encode()) % 1_000_003 + server_round
+    ) % (2**31)
+
+
+def preflight(config: RunConfig, runtime: Runtime, settings: DPSettings) -> None:
+    """Before a client's first private round: per-sample grads exist and a step moves weights.
+
+    Runs on random token ids, not on the client's data, so it spends no privacy.
+    """
+    if runtime.preflight_done:
+        return
+    model = runtime.model
+    before = get_adapter_arrays(model)
+    vocab = int(model.config.vocab_size)
+    n, width = 4, min(8, config.model.max_length)
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(1, vocab, (n, width), generator=generator)
+    attention = torch.ones_like(input_ids)
+    if config.model.task == "sequence-classification":
+        labels = torch.randint(0, runtime.num_labels or 2, (n,), generator=generator)
+    else:
+        labels = input_ids.clone()
+    probe = TensorDataset(input_ids, attention, labels)
+    noiseless = DPSettings(0.0, settings.max_grad_norm, settings.grad_sample_mode)
+    probe_config = config.training.model_copy(update={"batch_size": n})
+    try:
+        train_adapter(
+            model,
+            probe,
+            task=config.model.task,
+            config=probe_config,
+            dp=noiseless,
+            seed=0,
+            steps=3,
+            check_per_sample=True,
+        )
+        after = get_adapter_arrays(model)
+        if all(np.array_equal(a, b) for a, b in zip(before, after, strict=True)):
+            raise PrivatuneError(
+                "DP preflight: a private step did not change the adapter weights; "
+                "check that the adapter parameters require gradients and the model was "
+                "not moved to another device after Opacus attached"
+            )
+    finally:
+        set_adapter_arrays(model, before)
+    runtime.preflight_done = True
+
+
+def fit(
+    config: RunConfig,
+    runtime: Runtime,
+    data: ClientData,
+    global_arrays: Sequence[np.ndarray],
+    *,
+    server_round: int,
+    ledger: PrivacyLedger | None,
+) -> FitReply:
+    """One round of local training; refuses (zero delta, weight 0) if over budget."""
+    model = runtime.model
+    set_adapter_arrays(model, global_arrays)
+    metrics: Metrics = {"client_id": data.client_id, "num_too_long": data.train.num_too_long}
+    plan: RoundPlan | None = None
+    if ledger is not None:
+        decided = plan_round(config, ledger, len(data.train))
+        if not isinstance(decided, RoundPlan):
+            ledger.stopped_for_budget = True
+            log.warning(
+                "client %s refuses round %s: %s", data.client_id, server_round, decided.reason
+            )
+            metrics.update(_privacy_metrics(ledger))
+            metrics.update(refused=True, refusal=decided.reason)
+            zeros = [np.zeros_like(a, dtype=np.float32) for a in global_arrays]
+            return FitReply(zeros, 0, metrics)
+        plan = decided
+        preflight(config, runtime, plan.settings)
+    result = train_adapter(
+        model,
+        data.train.dataset,
+        task=config.model.task,
+        config=config.training,
+        dp=plan.settings if plan else None,
+        seed=_seed(config, data.client_id, server_round),
+    )
+    if ledger is not None:
+        for entry in result.privacy_entries:
+            ledger.record(entry)
+        metrics.update(_privacy_metrics(ledger))
+        assert plan is not None
+        metrics.update(noise_multiplier=plan.entry[0], sample_rate=plan.entry[1])
+    delta = subtract(get_adapter_arrays(model), global_arrays)
+    metrics.update(
+        train_loss=result.loss,
+        steps=result.steps,
+        empty_batches=result.empty_batches,
+        refused=False,
+    )
+    return FitReply(delta, len(data.train), metrics)
+
+
+def _privacy_metrics(ledger: PrivacyLedger) -> Metrics:
+    eps = ledger.epsilon
+    return {
+        "epsilon": float(eps),
+        "delta": float(ledger.delta),
+        "privacy_history": ledger.to_json(),
+    }
+
+
+def evaluate_adapter(
+    config: RunConfig, runtime: Runtime, data: ClientData, global_arrays: Sequence[np.ndarray]
+) -> tuple[float, int, Metrics]:
+    """Federated evaluation of the global adapter on this client's held-out split."""
+    if data.eval is None or len(data.eval) == 0:
+        return 0.0, 0, {"client_id": data.client_id}
+    set_adapter_arrays(runtime.model, global_arrays)
+    scores = evaluate(runtime.model, data.eval.dataset, config.model.task)
+    metrics: Metrics = {k: float(v) for k, v in scores.items() if k != "num_examples"}
+    metrics["client_id"] = data.client_id
+    return float(scores["loss"]), len(data.eval), metrics

@@ -1,0 +1,67 @@
+"""Decide a round's DP-SGD settings, or refuse the round, from the client's own ledger.
+
+The server cannot make a client overspend: the client computes the ε it would reach
+after the round (from its own persisted ledger, with the steps it will actually run)
+and refuses when that exceeds its budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from client.dp import DPSettings
+from common.config import RunConfig
+from common.privacy.calibrate import noise_for_target, poisson_sample_rate
+from common.privacy.ledger import Entry, PrivacyLedger
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """A planned private round: its settings and its accounting entry."""
+
+    settings: DPSettings
+    entry: Entry
+
+
+@dataclass(frozen=True)
+class Refusal:
+    reason: str
+
+
+@lru_cache(maxsize=64)
+def _calibrated(target: float, delta: float, q: float, steps: int) -> float:
+    return noise_for_target(target_epsilon=target, delta=delta, sample_rate=q, steps=steps)
+
+
+def noise_multiplier(config: RunConfig, sample_rate: float) -> float:
+    """σ: fixed, or calibrated so that every round this client may join reaches ≤ target."""
+    privacy = config.privacy
+    if privacy.noise_multiplier is not None:
+        return privacy.noise_multiplier
+    assert privacy.target_epsilon is not None
+    max_steps = config.federation.rounds * config.training.local_steps
+    return _calibrated(privacy.target_epsilon, privacy.delta, sample_rate, max_steps)
+
+
+def new_ledger(config: RunConfig) -> PrivacyLedger:
+    return PrivacyLedger(delta=config.privacy.delta, budget=config.privacy.budget)
+
+
+def plan_round(config: RunConfig, ledger: PrivacyLedger, num_examples: int) -> RoundPlan | Refusal:
+    """The DP settings of the next round, or a refusal if it would exceed the budget."""
+    q = poisson_sample_rate(num_examples, config.training.batch_size)
+    sigma = noise_multiplier(config, q)
+    entry: Entry = (sigma, q, config.training.local_steps)
+    if not ledger.allows(entry):
+        after = ledger.epsilon_if([entry])
+        return Refusal(
+            f"privacy budget: ε would reach {after:.3f} > budget {ledger.budget:.3f} "
+            f"(spent {ledger.epsilon:.3f} so far)"
+        )
+    settings = DPSettings(
+        noise_multiplier=sigma,
+        max_grad_norm=config.privacy.max_grad_norm,
+        grad_sample_mode=config.privacy.grad_sample_mode,
+    )
+    return RoundPlan(settings=settings, entry=entry)

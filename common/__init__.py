@@ -1,0 +1,1 @@
+"""Shared building blocks of privatune: configuration, models, adapters, data, privacy."""

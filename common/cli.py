@@ -1,0 +1,113 @@
+"""The `privatune` command: one entry point, one sub-command per role."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from common.errors import PrivatuneError
+
+
+def _setup_logging(verbose: bool) -> None:
+    """Our progress lines on stderr; Flower's own INFO chatter only with --verbose."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s privatune %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    )
+    ours = logging.getLogger("privatune")
+    ours.handlers[:] = [handler]
+    ours.setLevel(logging.DEBUG if verbose else logging.INFO)
+    ours.propagate = False
+    logging.getLogger("flwr").setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from common.config import load_config
+    from simulations.run import simulate
+
+    config = load_config(args.config, args.set)
+    summary = simulate(config, args.output, overwrite=args.overwrite, report=not args.no_report)
+    print(_summary_text(summary, args.output))
+    return 0 if summary.get("rounds_failed", 0) == 0 else 1
+
+
+def _summary_text(summary: dict, output: str) -> str:
+    lines = [f"run finished: {output}"]
+    for key in (
+        "rounds_completed",
+        "rounds_failed",
+        "untrained_eval_accuracy",
+        "final_eval_accuracy",
+        "epsilon_max",
+        "delta",
+        "seconds",
+    ):
+        if summary.get(key) is not None:
+            lines.append(f"  {key}: {summary[key]}")
+    return "\n".join(lines)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from simulations.report import write_report
+
+    print(write_report(args.output))
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from common.config import load_config
+
+    print(load_config(args.config, args.set).to_toml(), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="privatune",
+        description="Privacy-preserving federated fine-tuning of language models "
+        "(LoRA adapters, DP-SGD, secure aggregation) on Flower.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_config_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", help="run config TOML (default: built-in defaults)")
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="SECTION.KEY=VALUE",
+            help="override one config value (repeatable), e.g. --set training.local-steps=20",
+        )
+
+    sim = sub.add_parser("simulate", help="researcher: run virtual clients on this machine")
+    add_config_args(sim)
+    sim.add_argument("--output", required=True, help="output folder (metrics, adapter, report)")
+    sim.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    sim.add_argument("--no-report", action="store_true", help="skip report.html")
+    sim.set_defaults(func=_cmd_simulate)
+
+    rep = sub.add_parser("report", help="rebuild report.html of a finished run")
+    rep.add_argument("output", help="the run's output folder")
+    rep.set_defaults(func=_cmd_report)
+
+    cfg = sub.add_parser("config", help="print the fully resolved config and exit")
+    add_config_args(cfg)
+    cfg.set_defaults(func=_cmd_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return int(args.func(args))
+    except PrivatuneError as exc:
+        print(f"privatune: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,413 @@
+"""One validated configuration for a run, parsed once at the boundary.
+
+A run is described by a TOML file in kebab-case (``[training] lr = 0.01``)
+and becomes one :class:`RunConfig` in snake_case. The same model is built from the
+command line (``--set training.lr=1e-3``) and from Flower's ``run_config``
+(a flat dict with dotted keys) so every entry point validates identically, before any
+work starts, and reports *all* problems at once with the key that is wrong.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from common.errors import ConfigError
+
+
+def _kebab(name: str) -> str:
+    return name.replace("_", "-")
+
+
+class _Section(BaseModel):
+    """Base of every config section: kebab-case keys, unknown keys are errors."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=_kebab,
+        populate_by_name=True,
+        validate_assignment=True,
+        frozen=False,
+    )
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+class ModelConfig(_Section):
+    """The base model. Only local directories are read; nothing is downloaded."""
+
+    path: str = Field(
+        "default",
+        description='Local Hugging Face model directory, or "default" for the packaged '
+        "all-MiniLM-L6-v2 (sequence classification only).",
+    )
+    task: Literal["sequence-classification", "causal-lm"] = Field(
+        "sequence-classification",
+        description="sequence-classification (text -> label) or causal-lm (instruction tuning).",
+    )
+    max_length: PositiveInt = Field(
+        64, description="Tokens per example; longer rows follow data.too-long."
+    )
+    dropout: float | None = Field(
+        None,
+        ge=0.0,
+        lt=1.0,
+        description="Override the model's dropout probabilities (0 makes training "
+        "deterministic while keeping train mode, which Opacus needs).",
+    )
+
+
+class DataConfig(_Section):
+    """Where the clients' data comes from and how rows are validated."""
+
+    source: str = Field(
+        "demo",
+        description='"demo" for the embedded generator, or a file/folder (JSONL, CSV, '
+        "Parquet, datasets.save_to_disk) that the simulation partitions among clients.",
+    )
+    format: Literal["auto", "jsonl", "csv", "parquet", "disk"] = "auto"
+    text_field: str = "text"
+    label_field: str = "label"
+    labels: list[str] | None = Field(
+        None,
+        description="The class labels, in id order. Needed on real nodes (each sees only its "
+        "own rows); in simulation the default is every label found in data.source.",
+    )
+    demo_examples: PositiveInt = Field(
+        2000, description="Rows the demo generator makes (classification)."
+    )
+    client_eval_fraction: float = Field(
+        0.2,
+        ge=0.0,
+        lt=1.0,
+        description="Share of each client's rows held out for federated evaluation.",
+    )
+    server_eval: str | None = Field(
+        "demo",
+        description='Held-out set evaluated on the server each round: "demo" (a disjoint '
+        "demo sample), a file path, or none (empty string).",
+    )
+    server_eval_examples: PositiveInt = 400
+    too_long: Literal["truncate", "drop", "reject"] = Field(
+        "truncate", description="What to do with rows longer than model.max-length."
+    )
+
+
+class PartitionConfig(_Section):
+    """How a simulation splits one dataset among virtual clients."""
+
+    method: Literal["iid", "dirichlet", "shards", "natural"] = "natural"
+    alpha: PositiveFloat = Field(0.5, description="Dirichlet concentration (lower = more skew).")
+    shards_per_client: PositiveInt = 2
+    column: str = Field("org", description="Column naming each row's owner, for natural.")
+
+
+class LoraConfig(_Section):
+    """The LoRA adapter trained on each client; only these weights are ever sent."""
+
+    r: PositiveInt = 8
+    alpha: PositiveFloat = 16.0
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] | None = Field(
+        None,
+        description="Module names to adapt; default: the attention query/value projections "
+        "the model family uses.",
+    )
+
+
+class TrainingConfig(_Section):
+    """The local training each sampled client runs per round."""
+
+    lr: PositiveFloat = 0.05
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: float = Field(0.0, ge=0.0, lt=1.0)
+    batch_size: PositiveInt = Field(
+        16, description="Expected batch size (with DP, the Poisson sampling rate is B/N)."
+    )
+    local_steps: PositiveInt = Field(10, description="Optimizer steps per round per client.")
+    seed: int = 0
+    threads: PositiveInt = Field(1, description="torch threads per client process.")
+
+
+class FederationConfig(_Section):
+    """Rounds and sampling on the server."""
+
+    num_clients: PositiveInt = Field(5, description="Virtual clients (simulation).")
+    clients_per_round: PositiveInt = Field(
+        3, description="Clients sampled for training each round."
+    )
+    min_clients: PositiveInt = Field(
+        2, description="A round needs at least this many successful updates."
+    )
+    rounds: PositiveInt = 5
+    strategy: str = Field("fedavg", description="Aggregation strategy, by registry name.")
+    evaluate_clients: int = Field(
+        0, ge=0, description="Clients sampled for federated evaluation each round (0: none)."
+    )
+    round_timeout: PositiveFloat | None = Field(
+        None, description="Seconds to wait for replies in a round (none: wait)."
+    )
+
+
+class PrivacyConfig(_Section):
+    """Client-side DP-SGD (Opacus). The unit of privacy is one example."""
+
+    enabled: bool = True
+    noise_multiplier: float | None = Field(
+        None, ge=0.0, description="Fixed σ. Set this or target-epsilon, not both."
+    )
+    target_epsilon: PositiveFloat | None = Field(
+        8.0,
+        description="ε to reach after every round a client may take part in; σ is calibrated.",
+    )
+    delta: float = Field(1e-5, gt=0.0, lt=1.0)
+    max_grad_norm: PositiveFloat = Field(1.0, description="Per-example clipping norm C.")
+    budget_epsilon: PositiveFloat | None = Field(
+        None,
+        description="A client refuses a round that would take its ε above this "
+        "(default: target-epsilon when set).",
+    )
+    grad_sample_mode: Literal["hooks", "ghost"] = "hooks"
+
+    @model_validator(mode="after")
+    def _one_noise_source(self) -> PrivacyConfig:
+        if self.enabled and self.noise_multiplier is not None and self.target_epsilon is not None:
+            if "target_epsilon" in self.model_fields_set:
+                raise ValueError(
+                    "set either privacy.noise-multiplier or privacy.target-epsilon, not both"
+                )
+            self.target_epsilon = None
+        if self.enabled and self.noise_multiplier is None and self.target_epsilon is None:
+            raise ValueError("privacy is enabled: set privacy.noise-multiplier or target-epsilon")
+        return self
+
+    @property
+    def budget(self) -> float | None:
+        """The ε a client never exceeds (None: no limit)."""
+        if self.budget_epsilon is not None:
+            return self.budget_epsilon
+        return self.target_epsilon
+
+
+class SecureAggregationConfig(_Section):
+    """Flower SecAgg+ on the client updates."""
+
+    enabled: bool = False
+    num_shares: float = Field(
+        1.0, gt=0.0, description="Shares per client (≤1: fraction of clients)."
+    )
+    reconstruction_threshold: float = Field(
+        0.66, gt=0.0, description="Shares needed to unmask (≤1: fraction)."
+    )
+    fixed_weight: bool = Field(
+        False, description="Weight every client equally so example counts are not revealed."
+    )
+    on_failure: Literal["stop", "retry"] = "stop"
+
+
+class SimulationConfig(_Section):
+    """Flower simulation engine (Ray) resources."""
+
+    cpus_per_client: PositiveFloat = 1.0
+    total_cpus: PositiveInt | None = Field(None, description="CPUs Ray may use (default: all).")
+
+
+class RunConfig(_Section):
+    """Everything a run needs, validated once."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    partition: PartitionConfig = Field(default_factory=PartitionConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    federation: FederationConfig = Field(default_factory=FederationConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    secure_aggregation: SecureAggregationConfig = Field(default_factory=SecureAggregationConfig)
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> RunConfig:
+        fed = self.federation
+        problems = []
+        if fed.clients_per_round > fed.num_clients:
+            problems.append(
+                f"federation.clients-per-round ({fed.clients_per_round}) exceeds "
+                f"federation.num-clients ({fed.num_clients}); lower it"
+            )
+        if fed.min_clients > fed.clients_per_round:
+            problems.append(
+                f"federation.min-clients ({fed.min_clients}) exceeds "
+                f"federation.clients-per-round ({fed.clients_per_round}); lower it"
+            )
+        if fed.evaluate_clients > fed.num_clients:
+            problems.append("federation.evaluate-clients exceeds federation.num-clients")
+        if self.model.path == "default" and self.model.task != "sequence-classification":
+            problems.append(
+                'model.path "default" (MiniLM, an encoder) supports only '
+                'model.task = "sequence-classification"; set model.path to a causal LM folder'
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    # ------------------------------------------------------------------ I/O
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        """The config as kebab-case nested dicts, None values left out (TOML has no null)."""
+        return _drop_none(self.model_dump(by_alias=True, mode="json"))
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        return tomli_w.dumps(self.to_toml_dict())
+
+    def to_flat(self) -> dict[str, Any]:
+        """Flat dotted kebab-case keys, the shape of Flower's ``run_config``."""
+        return dict(_flatten(self.to_toml_dict()))
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from _flatten(value, dotted + ".")
+        else:
+            yield dotted, value
+
+
+def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        parts = dotted.split(".")
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError([f"{dotted}: {part} is both a value and a section"])
+        node[parts[-1]] = value
+    return tree
+
+
+def _normalise_keys(tree: Any) -> Any:
+    """Accept snake_case keys from Python callers by turning them into kebab-case."""
+    if isinstance(tree, dict):
+        return {_kebab(str(k)): _normalise_keys(v) for k, v in tree.items()}
+    return tree
+
+
+def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        dotted = f"{prefix}{_kebab(name)}"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys.extend(_known_keys(annotation, dotted + "."))
+        else:
+            keys.append(dotted)
+    return keys
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    key = ".".join(_kebab(str(p)) for p in error["loc"]) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        section, _, leaf = key.rpartition(".")
+        if section:
+            siblings = [k for k in _known_keys(RunConfig) if k.rpartition(".")[0] == section]
+        else:
+            siblings = [_kebab(name) for name in RunConfig.model_fields]
+        names = {k.rpartition(".")[2]: k for k in siblings}
+        suggestion = difflib.get_close_matches(leaf, list(names), n=1, cutoff=0.6)
+        if suggestion:
+            hint = f"did you mean {names[suggestion[0]]}?"
+        else:
+            hint = f"valid keys here: {', '.join(sorted(names))}"
+        return f"{key}: unknown key; {hint}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if kind == "literal_error":
+        return f"{key}: {message} (got {error.get('input')!r})"
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        return f"{key}: {message} (got {error.get('input')!r})"
+    return f"{key}: {message}"
+
+
+def validate(tree: Mapping[str, Any], *, source: str | None = None) -> RunConfig:
+    """Build a RunConfig from nested kebab- or snake-case dicts, reporting every problem."""
+    try:
+        return RunConfig.model_validate(_normalise_keys(dict(tree)))
+    except ValidationError as exc:
+        raise ConfigError([_describe(e) for e in exc.errors()], source=source) from None
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """Parse one ``--set section.key=value``; the value is read as TOML, else a string."""
+    if "=" not in item:
+        raise ConfigError([f"--set {item!r}: expected section.key=value"])
+    key, raw = item.split("=", 1)
+    key = _kebab(key.strip())
+    if not key:
+        raise ConfigError([f"--set {item!r}: empty key"])
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key, value
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a TOML file, turning decode errors into a ConfigError naming file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"config file {path} does not exist"])
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> RunConfig:
+    """The CLI boundary: a TOML file (optional) plus ``--set`` overrides."""
+    tree = load_toml(path) if path is not None else {}
+    flat = dict(parse_override(item) for item in overrides)
+    tree = _merge(_normalise_keys(tree), _unflatten(flat))
+    return validate(tree, source=str(path) if path else None)
+
+
+CONFIG_FILE_KEY = "config-file"
+
+
+def from_run_config(run_config: Mapping[str, Any]) -> RunConfig:
+    """The Flower boundary: ``context.run_config`` (flat, dotted keys) to a RunConfig.
+
+    The key ``config-file`` may name a TOML file that the other keys override; this is
+    how ``flwr run --run-config`` and the pyproject's ``[tool.flwr.app.config]`` feed
+    the same model as the CLI.
+    """
+    flat = dict(run_config)
+    config_file = flat.pop(CONFIG_FILE_KEY, None)
+    tree = load_toml(config_file) if config_file else {}
+    tree = _merge(_normalise_keys(tree), _unflatten(flat))
+    return validate(tree, source=str(config_file) if config_file else "run_config")

@@ -1,0 +1,1 @@
+"""Reading, validating, formatting and partitioning client data."""

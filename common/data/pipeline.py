@@ -1,0 +1,183 @@
+"""From the run config to tensors: one client's train/eval split, or the server's eval set.
+
+In simulation one source is partitioned among virtual clients; on a real node the
+node's own file is the whole source (``partition_id=None``). Everything is
+deterministic in ``training.seed`` so the server and every client agree on labels and
+splits without exchanging data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from common.config import RunConfig
+from common.data.demo import DEMO_LABELS, make_demo_classification, make_demo_instruction
+from common.data.encode import Encoded, encode_classification, encode_instructions
+from common.data.formats import (
+    ClassificationExample,
+    InstructionExample,
+    label_vocabulary,
+    to_classification,
+    to_instruction,
+)
+from common.data.partition import partition_indices
+from common.data.readers import Record, read_records
+from common.errors import DataError
+
+DEMO = "demo"
+SERVER_EVAL_SEED_OFFSET = 10_007  # the server's demo eval sample never reuses client seeds
+
+
+@dataclass(frozen=True)
+class ClientData:
+    """What one client trains and evaluates on."""
+
+    train: Encoded
+    eval: Encoded | None
+    client_id: str
+
+
+def _demo_records(config: RunConfig, *, seed: int, num_examples: int) -> list[Record]:
+    if config.model.task == "causal-lm":
+        rows = make_demo_instruction(num_examples, seed=seed)
+    else:
+        rows = make_demo_classification(
+            num_examples, seed=seed, num_orgs=config.federation.num_clients
+        )
+    return [Record(data=row, source="demo", line=i + 1) for i, row in enumerate(rows)]
+
+
+def source_records(config: RunConfig, source: str | None = None) -> list[Record]:
+    """All rows of ``data.source`` (or ``source``), validated later by the task format."""
+    source = config.data.source if source is None else source
+    if source == DEMO:
+        return _demo_records(
+            config, seed=config.training.seed, num_examples=config.data.demo_examples
+        )
+    return read_records(source, config.data.format)
+
+
+def to_examples(
+    config: RunConfig, records: list[Record], tokenizer: Any = None
+) -> list[ClassificationExample] | list[InstructionExample]:
+    if config.model.task == "sequence-classification":
+        return to_classification(
+            records, text_field=config.data.text_field, label_field=config.data.label_field
+        )
+    template = None
+    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+
+        def template(messages: list[dict]) -> str:
+            return tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+
+    return to_instruction(records, chat_template=template)
+
+
+def run_labels(config: RunConfig) -> list[str]:
+    """The label set every party maps to the same ids (classification only)."""
+    if config.data.labels:
+        return list(config.data.labels)
+    if config.data.source == DEMO:
+        return list(DEMO_LABELS)
+    return label_vocabulary(to_examples(config, source_records(config)))
+
+
+def encode(config: RunConfig, examples: list, tokenizer: Any, *, source: str) -> Encoded:
+    if config.model.task == "sequence-classification":
+        labels = run_labels(config)
+        return encode_classification(
+            examples,
+            tokenizer,
+            {label: i for i, label in enumerate(labels)},
+            max_length=config.model.max_length,
+            too_long=config.data.too_long,
+            source=source,
+        )
+    return encode_instructions(
+        examples,
+        tokenizer,
+        max_length=config.model.max_length,
+        too_long=config.data.too_long,
+        source=source,
+    )
+
+
+def _split_eval(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    n_eval = int(round(n * fraction))
+    if n - n_eval < 1:
+        n_eval = n - 1
+    return order[n_eval:], order[:n_eval]
+
+
+def partition_for(config: RunConfig, records: list[Record], examples: list) -> list[list[int]]:
+    """Indices of every virtual client's rows (simulation)."""
+    part = config.partition
+    labels = [e.label for e in examples] if config.model.task == "sequence-classification" else None
+    groups = None
+    if part.method == "natural":
+        missing = [r for r in records if part.column not in r.data]
+        if missing:
+            raise DataError(
+                f"partition.method = natural needs the column {part.column!r} in every row",
+                path=missing[0].source,
+                line=missing[0].line,
+            )
+        groups = [str(r.data[part.column]) for r in records]
+    return partition_indices(
+        part.method,
+        num_partitions=config.federation.num_clients,
+        seed=config.training.seed,
+        labels=labels,
+        groups=groups,
+        alpha=part.alpha,
+        shards_per_partition=part.shards_per_client,
+    )
+
+
+def client_data(
+    config: RunConfig, tokenizer: Any, *, partition_id: int | None, source: str | None = None
+) -> ClientData:
+    """One client's rows: its partition in simulation, or its own file on a node."""
+    records = source_records(config, source)
+    examples = to_examples(config, records, tokenizer)
+    if partition_id is not None:
+        indices = partition_for(config, records, examples)[partition_id]
+        examples = [examples[i] for i in indices]
+        client_id = str(partition_id)
+    else:
+        client_id = "local"
+    seed = config.training.seed + (partition_id or 0)
+    train_idx, eval_idx = _split_eval(len(examples), config.data.client_eval_fraction, seed)
+    where = source or config.data.source
+    train = encode(config, [examples[i] for i in train_idx], tokenizer, source=where)
+    held_out = (
+        encode(config, [examples[i] for i in eval_idx], tokenizer, source=where)
+        if eval_idx
+        else None
+    )
+    return ClientData(train=train, eval=held_out, client_id=client_id)
+
+
+def server_eval_data(config: RunConfig, tokenizer: Any) -> Encoded | None:
+    """The server's held-out set (None when data.server-eval is empty)."""
+    spec = config.data.server_eval
+    if not spec:
+        return None
+    if spec == DEMO:
+        if config.data.source != DEMO:
+            return None
+        records = _demo_records(
+            config,
+            seed=config.training.seed + SERVER_EVAL_SEED_OFFSET,
+            num_examples=config.data.server_eval_examples,
+        )
+    else:
+        records = read_records(spec, "auto")
+    examples = to_examples(config, records, tokenizer)
+    return encode(config, examples, tokenizer, source=spec)

@@ -1,0 +1,1 @@
+"""Differential-privacy accounting shared by clients and the server."""

@@ -1,0 +1,91 @@
+"""A client's privacy ledger: every DP-SGD step it ever ran, composed into one (ε, δ).
+
+Each round appends what actually ran — (noise multiplier σ, sampling rate q, steps) —
+taken from Opacus's own accountant, and ε is always recomputed from the whole history
+with Opacus's RDP accountant. Nothing is reset between rounds: composing over every
+round is the point (resetting per round is the classic bug this ledger exists to avoid).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+Entry = tuple[float, float, int]
+
+
+def compute_epsilon(history: Sequence[Entry], delta: float) -> float:
+    """ε of the composition of all entries at ``delta`` (RDP accountant, Opacus)."""
+    from opacus.accountants import RDPAccountant
+
+    if not history:
+        return 0.0
+    if any(sigma <= 0 for sigma, _, steps in history if steps > 0):
+        return math.inf
+    accountant = RDPAccountant()
+    accountant.history = [(float(s), float(q), int(n)) for s, q, n in history if n > 0]
+    if not accountant.history:
+        return 0.0
+    return float(accountant.get_epsilon(delta=delta))
+
+
+@dataclass
+class PrivacyLedger:
+    """The (ε, δ) one client has spent, and the budget it refuses to exceed."""
+
+    delta: float
+    budget: float | None = None
+    history: list[Entry] = field(default_factory=list)
+    stopped_for_budget: bool = False
+
+    @property
+    def epsilon(self) -> float:
+        return compute_epsilon(self.history, self.delta)
+
+    @property
+    def total_steps(self) -> int:
+        return sum(int(n) for _, _, n in self.history)
+
+    def epsilon_if(self, entries: Iterable[Entry]) -> float:
+        """ε after also running ``entries`` (used to refuse before spending)."""
+        return compute_epsilon([*self.history, *entries], self.delta)
+
+    def allows(self, entry: Entry) -> bool:
+        """Whether running ``entry`` keeps ε within the budget."""
+        return self.budget is None or self.epsilon_if([entry]) <= self.budget
+
+    def record(self, entry: Entry) -> None:
+        sigma, q, steps = entry
+        self.history.append((float(sigma), float(q), int(steps)))
+
+    # ---------------------------------------------------------------- storage
+
+    def to_dict(self) -> dict[str, Any]:
+        eps = self.epsilon
+        return {
+            "history": [list(e) for e in self.history],
+            "epsilon": eps if math.isfinite(eps) else None,
+            "delta": self.delta,
+            "budget": self.budget,
+            "steps": self.total_steps,
+            "stopped_for_budget": self.stopped_for_budget,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PrivacyLedger:
+        return cls(
+            delta=float(data["delta"]),
+            budget=None if data.get("budget") is None else float(data["budget"]),
+            history=[(float(s), float(q), int(n)) for s, q, n in data.get("history", [])],
+            stopped_for_budget=bool(data.get("stopped_for_budget", False)),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> PrivacyLedger:
+        return cls.from_dict(json.loads(text))

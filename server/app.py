@@ -1,0 +1,151 @@
+"""The Flower ServerApp: reads Flower's Context, builds the run, drives the rounds.
+
+Everything below :func:`run_server` is plain Python; this module is the only place on
+the server that knows about Flower's Context and run_config.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from common.config import RunConfig, from_run_config
+from server.ledgers import LedgerBook
+from server.model import ServerModel
+from server.outputs import RunOutputs
+from server.strategy.registry import build_strategy
+from server.workflow import legacy_context, run_rounds
+
+log = logging.getLogger("privatune")
+
+OUTPUT_DIR_KEY = "output-dir"
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def progress_line(record: dict[str, Any], num_rounds: int) -> str:
+    """One human line per round: what a researcher watches while a run goes."""
+    rnd = record["round"]
+    if rnd == 0:
+        return (
+            f"round 0/{num_rounds} (untrained adapter) | eval loss "
+            f"{_fmt(record.get('eval_loss'), '.4f')} | eval acc "
+            f"{_fmt(record.get('eval_accuracy'), '.3f')}"
+        )
+    parts = [
+        f"round {rnd}/{num_rounds}",
+        f"{record.get('num_clients', 0)}/{record.get('num_sampled', 0)} clients"
+        f" ({record.get('num_failures', 0)} failed, {record.get('num_refused', 0)} refused)",
+        f"train loss {_fmt(record.get('train_loss'), '.4f')}",
+        f"eval loss {_fmt(record.get('eval_loss'), '.4f')}",
+        f"eval acc {_fmt(record.get('eval_accuracy'), '.3f')}",
+    ]
+    if record.get("epsilon_max") is not None:
+        parts.append(f"ε max {record['epsilon_max']:.3f}")
+    parts.append(f"{record.get('round_seconds', 0.0):.1f} s")
+    if record.get("failed"):
+        parts.append(f"FAILED: {record.get('error', '')}")
+    return " | ".join(parts)
+
+
+def run_server(grid: Grid, context: Context, config: RunConfig, output_dir: Path) -> dict:
+    """Run every round and write the output folder; returns the run summary."""
+    started = time.monotonic()
+    outputs = RunOutputs(output_dir)
+    outputs.write_config(config.to_toml())
+    random.seed(config.training.seed)  # Flower samples clients with `random`
+    server_model = ServerModel(config)
+    fed = config.federation
+    strategy = build_strategy(
+        fed.strategy,
+        spec=server_model.spec,
+        initial=server_model.initial,
+        clients_per_round=fed.clients_per_round,
+        min_clients=fed.min_clients,
+        evaluate_clients=fed.evaluate_clients,
+        central_eval=server_model.evaluate,
+        fixed_weight=config.secure_aggregation.fixed_weight,
+    )
+    ledgers = LedgerBook(config.privacy.delta)
+    history: list[dict[str, Any]] = []
+
+    def on_round_end(server_round: int, seconds: float) -> None:
+        record = strategy.records.pop(server_round, {"round": server_round})
+        histories = record.pop("privacy_histories", None)
+        if histories:
+            ledgers.update(histories)
+            outputs.write_ledger(ledgers.to_dict())
+        if config.privacy.enabled and server_round > 0:
+            record["epsilon_max"] = ledgers.epsilon_max()
+        record["secagg"] = config.secure_aggregation.enabled
+        if server_round > 0:
+            record["round_seconds"] = round(seconds, 3)
+            outputs.save_adapter_dir(
+                outputs.checkpoint_dir(server_round),
+                lambda folder: server_model.save(strategy.global_arrays, folder),
+            )
+        outputs.append_metrics(record)
+        history.append(record)
+        log.info(progress_line(record, fed.rounds))
+
+    run_rounds(
+        grid,
+        legacy_context(
+            context, strategy=strategy, num_rounds=fed.rounds, round_timeout=fed.round_timeout
+        ),
+        on_round_end=on_round_end,
+    )
+    outputs.save_adapter_dir(
+        outputs.adapter_dir(), lambda folder: server_model.save(strategy.global_arrays, folder)
+    )
+    summary = summarise(history, config, time.monotonic() - started)
+    outputs.write_summary(summary)
+    return summary
+
+
+def summarise(history: list[dict[str, Any]], config: RunConfig, seconds: float) -> dict:
+    first = history[0] if history else {}
+    last = history[-1] if history else {}
+    summary: dict[str, Any] = {
+        "rounds_completed": sum(1 for r in history if r["round"] > 0 and not r.get("failed")),
+        "rounds_failed": sum(1 for r in history if r.get("failed")),
+        "untrained_eval_accuracy": first.get("eval_accuracy"),
+        "final_eval_accuracy": last.get("eval_accuracy"),
+        "untrained_eval_loss": first.get("eval_loss"),
+        "final_eval_loss": last.get("eval_loss"),
+        "dp": config.privacy.enabled,
+        "secure_aggregation": config.secure_aggregation.enabled,
+        "seconds": round(seconds, 1),
+    }
+    if config.privacy.enabled:
+        summary["epsilon_max"] = last.get("epsilon_max")
+        summary["delta"] = config.privacy.delta
+    return summary
+
+
+def make_server_app(config: RunConfig | None = None, output_dir: Path | None = None) -> ServerApp:
+    """A ServerApp for ``config``, or one that reads ``context.run_config`` (flwr run)."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_config = dict(context.run_config)
+        folder = output_dir or Path(
+            str(run_config.pop(OUTPUT_DIR_KEY, "") or f"runs/flwr-{int(time.time())}")
+        )
+        run_config.pop(OUTPUT_DIR_KEY, None)
+        cfg = config if config is not None else from_run_config(run_config)
+        run_server(grid, context, cfg, folder)
+
+    return app
+
+
+app = make_server_app()

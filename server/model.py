@@ -1,0 +1,59 @@
+"""The server's copy of the adapter model: the initial adapter, central evaluation, saving.
+
+The server holds the base model only to initialise the adapter, evaluate the global
+adapter on a held-out set and write it in PEFT format; it never sends base weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.common import Scalar
+
+from common.adapters import (
+    AdapterSpec,
+    adapter_spec,
+    build_adapter_model,
+    get_adapter_arrays,
+    save_adapter,
+    set_adapter_arrays,
+)
+from common.config import RunConfig
+from common.data.encode import Encoded
+from common.data.pipeline import run_labels, server_eval_data
+from common.evaluation import evaluate
+from common.models import load_tokenizer
+from common.warnings_filter import silence_expected_warnings
+
+silence_expected_warnings()
+
+
+class ServerModel:
+    """Base model + adapter on the server, built once per run."""
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        self.num_labels = (
+            len(run_labels(config)) if config.model.task == "sequence-classification" else None
+        )
+        self.model: Any = build_adapter_model(config, num_labels=self.num_labels)
+        self.tokenizer = load_tokenizer(config.model.path)
+        self.spec: AdapterSpec = adapter_spec(self.model)
+        self.initial: list[np.ndarray] = get_adapter_arrays(self.model)
+        self.eval_data: Encoded | None = server_eval_data(config, self.tokenizer)
+
+    def evaluate(
+        self, _server_round: int, arrays: list[np.ndarray]
+    ) -> tuple[float, dict[str, Scalar]] | None:
+        if self.eval_data is None or len(self.eval_data) == 0:
+            return None
+        set_adapter_arrays(self.model, arrays)
+        scores = evaluate(self.model, self.eval_data.dataset, self.config.model.task)
+        loss = scores.pop("loss")
+        scores.pop("num_examples", None)
+        return loss, dict(scores)
+
+    def save(self, arrays: list[np.ndarray], folder: Path) -> None:
+        save_adapter(self.model, arrays, folder)

@@ -1,0 +1,1 @@
+"""Aggregation strategies, one a file, selected by name through the registry."""

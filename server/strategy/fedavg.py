@@ -1,0 +1,204 @@
+"""FedAvg on adapter deltas: the global adapter moves by the example-weighted mean delta.
+
+Clients send ``trained - received``; the server validates every update (names, shapes,
+finite values), averages the valid ones weighted by ``num_examples`` and adds the mean
+to the global adapter. Refusals (a client at its privacy budget) carry weight 0 and are
+recorded, not averaged. Under SecAgg+ the workflow hands this strategy one already
+summed result, and the same code applies it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from flwr.common import (
+    FitRes,
+    Parameters,
+    Scalar,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
+from flwr.server.client_proxy import ClientProxy
+from flwr.server.strategy import FedAvg
+
+from common.adapters import AdapterSpec, add, check_arrays
+from common.errors import UpdateRejected
+
+log = logging.getLogger("privatune.server")
+
+RoundRecord = dict[str, Any]
+
+
+def weighted_mean(updates: list[list[np.ndarray]], weights: list[float]) -> list[np.ndarray]:
+    """Σ wᵢ·uᵢ / Σ wᵢ, array by array, in float64 then cast back to float32."""
+    total = float(sum(weights))
+    if total <= 0:
+        raise ValueError("weighted mean of updates whose weights sum to zero")
+    out = []
+    for layer in zip(*updates, strict=True):
+        acc = np.zeros(layer[0].shape, dtype=np.float64)
+        for array, w in zip(layer, weights, strict=True):
+            acc += w * np.asarray(array, dtype=np.float64)
+        out.append((acc / total).astype(np.float32))
+    return out
+
+
+def parameters_nbytes(parameters: Parameters) -> int:
+    return int(sum(len(t) for t in parameters.tensors))
+
+
+class DeltaFedAvg(FedAvg):
+    """Flower's FedAvg, changed to aggregate deltas and keep the global adapter."""
+
+    def __init__(
+        self,
+        *,
+        spec: AdapterSpec,
+        initial: list[np.ndarray],
+        clients_per_round: int,
+        min_clients: int,
+        evaluate_clients: int = 0,
+        central_eval: Callable[[int, list[np.ndarray]], tuple[float, dict[str, Scalar]] | None]
+        | None = None,
+        max_update_norm: float | None = None,
+        fixed_weight: bool = False,
+    ) -> None:
+        super().__init__(
+            fraction_fit=0.0,
+            fraction_evaluate=1e-9 if evaluate_clients else 0.0,
+            min_fit_clients=clients_per_round,
+            min_evaluate_clients=max(evaluate_clients, 1),
+            min_available_clients=clients_per_round,
+            initial_parameters=ndarrays_to_parameters(initial),
+            on_fit_config_fn=lambda rnd: {"server_round": rnd},
+            on_evaluate_config_fn=lambda rnd: {"server_round": rnd},
+            accept_failures=True,
+        )
+        self.spec = spec
+        self.global_arrays = [np.asarray(a, dtype=np.float32) for a in initial]
+        self.min_clients = min_clients
+        self.central_eval = central_eval
+        self.max_update_norm = max_update_norm
+        self.fixed_weight = fixed_weight
+        self.records: dict[int, RoundRecord] = {}
+
+    def record(self, server_round: int) -> RoundRecord:
+        return self.records.setdefault(server_round, {"round": server_round})
+
+    # ----------------------------------------------------------------- fit
+
+    def configure_fit(self, server_round, parameters, client_manager):  # type: ignore[no-untyped-def]
+        instructions = super().configure_fit(server_round, parameters, client_manager)
+        record = self.record(server_round)
+        record["num_sampled"] = len(instructions)
+        record["downlink_bytes"] = parameters_nbytes(parameters) * len(instructions)
+        return instructions
+
+    def aggregate_fit(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, FitRes]],
+        failures: list[tuple[ClientProxy, FitRes] | BaseException],
+    ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        record = self.record(server_round)
+        record["uplink_bytes"] = sum(parameters_nbytes(res.parameters) for _, res in results)
+        accepted, refused, rejected = self._sort_results(server_round, results)
+        record.update(
+            num_clients=len(accepted),
+            num_refused=len(refused),
+            num_rejected=len(rejected),
+            num_failures=len(failures) + len(rejected),
+        )
+        self._record_client_metrics(record, results)
+        if len(accepted) < self.min_clients:
+            record["failed"] = True
+            record["error"] = (
+                f"only {len(accepted)} usable updates, federation.min-clients is {self.min_clients}"
+            )
+            log.error(
+                "round %s: %s; the global adapter is unchanged", server_round, record["error"]
+            )
+            return None, {}
+        weights = [1.0 if self.fixed_weight else float(n) for _, n, _ in accepted]
+        mean_delta = weighted_mean([d for d, _, _ in accepted], weights)
+        self.global_arrays = add(self.global_arrays, mean_delta)
+        losses = [(m.get("train_loss"), n) for _, n, m in accepted]
+        usable = [(float(v), n) for v, n in losses if isinstance(v, int | float) and np.isfinite(v)]
+        if usable:
+            record["train_loss"] = float(
+                sum(v * n for v, n in usable) / max(sum(n for _, n in usable), 1)
+            )
+        record["failed"] = False
+        return ndarrays_to_parameters(self.global_arrays), {}
+
+    def _sort_results(
+        self, server_round: int, results: list[tuple[ClientProxy, FitRes]]
+    ) -> tuple[list[tuple[list[np.ndarray], int, dict]], list[dict], list[dict]]:
+        accepted, refused, rejected = [], [], []
+        for _, res in results:
+            metrics = dict(res.metrics)
+            who = f"client {metrics.get('client_id', '?')}"
+            if metrics.get("refused"):
+                refused.append(metrics)
+                log.warning("round %s: %s refused: %s", server_round, who, metrics.get("refusal"))
+                continue
+            arrays = parameters_to_ndarrays(res.parameters)
+            try:
+                check_arrays(self.spec, arrays, who=who, max_norm=self.max_update_norm)
+            except UpdateRejected as exc:
+                log.error("round %s: update rejected: %s", server_round, exc)
+                rejected.append({"client_id": metrics.get("client_id"), "reason": str(exc)})
+                continue
+            accepted.append((arrays, int(res.num_examples), metrics))
+        return accepted, refused, rejected
+
+    def _record_client_metrics(
+        self, record: RoundRecord, results: list[tuple[ClientProxy, FitRes]]
+    ) -> None:
+        eps: dict[str, float] = {}
+        histories: dict[str, Any] = {}
+        for _, res in results:
+            m = res.metrics
+            cid = str(m.get("client_id", "?"))
+            if "epsilon" in m:
+                eps[cid] = float(m["epsilon"])  # type: ignore[arg-type]
+            if "privacy_history" in m:
+                histories[cid] = json.loads(str(m["privacy_history"]))
+        if eps:
+            record["client_epsilon"] = eps
+        if histories:
+            record["privacy_histories"] = histories
+
+    # ------------------------------------------------------------ evaluate
+
+    def evaluate(self, server_round: int, parameters: Parameters):  # type: ignore[no-untyped-def]
+        if self.central_eval is None:
+            return None
+        result = self.central_eval(server_round, parameters_to_ndarrays(parameters))
+        if result is not None:
+            loss, metrics = result
+            record = self.record(server_round)
+            record["eval_loss"] = float(loss)
+            record.update({f"eval_{k}": float(v) for k, v in metrics.items()})  # type: ignore[arg-type]
+        return result
+
+    def aggregate_evaluate(self, server_round, results, failures):  # type: ignore[no-untyped-def]
+        record = self.record(server_round)
+        total = sum(res.num_examples for _, res in results)
+        if total > 0:
+            record["fed_eval_loss"] = float(
+                sum(res.loss * res.num_examples for _, res in results) / total
+            )
+            accs = [
+                (float(res.metrics["accuracy"]), res.num_examples)  # type: ignore[arg-type]
+                for _, res in results
+                if "accuracy" in res.metrics
+            ]
+            if accs:
+                record["fed_eval_accuracy"] = sum(a * n for a, n in accs) / total
+        record["fed_eval_failures"] = len(failures)
+        return record.get("fed_eval_loss"), {}

@@ -1,0 +1,1 @@
+"""Simulation of many virtual clients on one machine, reports and benchmarks."""

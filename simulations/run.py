@@ -1,0 +1,108 @@
+"""`privatune simulate`: many virtual clients on this machine with Flower's simulation engine.
+
+The same ServerApp and ClientApp as a deployment run, handed the validated config
+directly; Flower's Ray backend runs the virtual clients, one CPU and one torch thread
+each by default (two cores run two clients at a time).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from common.config import RunConfig
+from common.errors import PrivatuneError
+from server.outputs import METRICS_FILE
+
+log = logging.getLogger("privatune")
+
+
+def check_output_dir(output_dir: Path, *, overwrite: bool) -> None:
+    """Never silently mix two runs in one folder."""
+    if (output_dir / METRICS_FILE).exists() and not overwrite:
+        raise PrivatuneError(
+            f"--output {output_dir} already holds a run ({METRICS_FILE} exists); choose "
+            "another folder or pass --overwrite to replace it"
+        )
+    if overwrite and output_dir.exists():
+        import shutil
+
+        shutil.rmtree(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+
+def backend_config(config: RunConfig) -> dict:
+    sim = config.simulation
+    return {
+        "client_resources": {"num_cpus": sim.cpus_per_client, "num_gpus": 0.0},
+        "init_args": {
+            "num_cpus": sim.total_cpus or os.cpu_count() or 1,
+            "num_gpus": 0,
+            "include_dashboard": False,
+            "logging_level": "error",
+        },
+    }
+
+
+def _quiet_environment(config: RunConfig) -> None:
+    """Settings Ray's worker processes inherit: offline, one thread per client."""
+    threads = str(config.training.threads)
+    os.environ.setdefault("OMP_NUM_THREADS", threads)
+    os.environ.setdefault("MKL_NUM_THREADS", threads)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+
+
+def simulate(
+    config: RunConfig, output_dir: str | Path, *, overwrite: bool = False, report: bool = True
+) -> dict:
+    """Run the federation and write the output folder (and report); returns the summary."""
+    from server.strategy.registry import STRATEGIES
+
+    if config.federation.strategy not in STRATEGIES:
+        raise PrivatuneError(
+            f"federation.strategy: unknown strategy {config.federation.strategy!r}; "
+            f"choose one of {sorted(STRATEGIES)}"
+        )
+    output_dir = Path(output_dir)
+    check_output_dir(output_dir, overwrite=overwrite)
+    _quiet_environment(config)
+
+    from flwr.simulation import run_simulation
+
+    from client.app import make_client_app
+    from server.app import make_server_app
+    from server.outputs import SUMMARY_FILE
+
+    log.info(
+        "simulating %s clients (%s per round, %s rounds) -> %s",
+        config.federation.num_clients,
+        config.federation.clients_per_round,
+        config.federation.rounds,
+        output_dir,
+    )
+    run_simulation(
+        server_app=make_server_app(config, output_dir),
+        client_app=make_client_app(config),
+        num_supernodes=config.federation.num_clients,
+        backend_config=backend_config(config),
+    )
+    summary_path = output_dir / SUMMARY_FILE
+    if not summary_path.exists():
+        raise PrivatuneError(
+            f"the simulation ended without writing {summary_path}; see the log above for "
+            "the failing round or client"
+        )
+    import json
+
+    summary = json.loads(summary_path.read_text())
+    if report:
+        from simulations.report import write_report
+
+        path = write_report(output_dir)
+        log.info("report: %s", path)
+    return summary

@@ -1,0 +1,64 @@
+"""The ledger composes every step across rounds and matches Opacus's RDP accountant."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from opacus.accountants import RDPAccountant
+
+from common.privacy.calibrate import noise_for_target, poisson_sample_rate
+from common.privacy.ledger import PrivacyLedger, compute_epsilon
+
+# ε of the history in test_epsilon_pinned_for_fixed_history, Opacus 1.6 RDP accountant.
+PINNED_EPS = 4.7217766000670265
+
+
+def _opacus_epsilon(history, delta):  # type: ignore[no-untyped-def]
+    accountant = RDPAccountant()
+    for sigma, q, steps in history:
+        for _ in range(steps):
+            accountant.step(noise_multiplier=sigma, sample_rate=q)
+    return accountant.get_epsilon(delta=delta)
+
+
+def test_epsilon_pinned_for_fixed_history() -> None:
+    history = [(1.1, 0.05, 30), (1.1, 0.05, 30), (0.9, 0.1, 10)]
+    eps = compute_epsilon(history, 1e-5)
+    assert eps == pytest.approx(_opacus_epsilon(history, 1e-5), rel=1e-9)
+    assert eps == pytest.approx(PINNED_EPS, abs=1e-6)
+
+
+def test_composition_over_rounds_is_not_reset() -> None:
+    one = PrivacyLedger(delta=1e-5)
+    one.record((1.0, 0.05, 20))
+    two = PrivacyLedger(delta=1e-5)
+    two.record((1.0, 0.05, 20))
+    two.record((1.0, 0.05, 20))
+    assert two.epsilon > one.epsilon * 1.1
+    assert two.epsilon == pytest.approx(compute_epsilon([(1.0, 0.05, 40)], 1e-5), rel=1e-12)
+
+
+def test_budget_refuses_before_spending() -> None:
+    ledger = PrivacyLedger(delta=1e-5, budget=2.0)
+    entry = (1.0, 0.05, 20)
+    while ledger.allows(entry):
+        ledger.record(entry)
+    assert ledger.epsilon <= 2.0
+    assert ledger.epsilon_if([entry]) > 2.0
+
+
+def test_zero_noise_is_infinite_epsilon_and_json_safe() -> None:
+    ledger = PrivacyLedger(delta=1e-5)
+    ledger.record((0.0, 0.1, 1))
+    assert math.isinf(ledger.epsilon)
+    assert ledger.to_dict()["epsilon"] is None
+    assert PrivacyLedger.from_json(ledger.to_json()).history == ledger.history
+
+
+def test_calibration_reaches_target_over_planned_steps() -> None:
+    q = poisson_sample_rate(320, 16)
+    assert q == pytest.approx(1 / 20)
+    sigma = noise_for_target(target_epsilon=8.0, delta=1e-5, sample_rate=q, steps=50)
+    eps = compute_epsilon([(sigma, q, 50)], 1e-5)
+    assert 7.9 <= eps <= 8.0

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: tiny random models built from configs, never downloaded."""
