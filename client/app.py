@@ -19,6 +19,7 @@ from common.privacy.ledger import PrivacyLedger
 
 STATE_KEY = "privatune"
 PARTITION_ID_KEY = "partition-id"
+NUM_PARTITIONS_KEY = "num-partitions"
 DATA_PATH_KEY = "data-path"
 
 
@@ -80,6 +81,11 @@ def make_client_app(config: RunConfig | None = None) -> ClientApp:
 
     def client_fn(context: Context) -> Client:
         run_config = config if config is not None else from_run_config(context.run_config)
+        partitions = context.node_config.get(NUM_PARTITIONS_KEY)
+        if partitions is not None and int(partitions) != run_config.federation.num_clients:
+            # `flwr run` decides the number of virtual nodes; partition the data for them.
+            federation = run_config.federation.model_copy(update={"num_clients": int(partitions)})
+            run_config = run_config.model_copy(update={"federation": federation})
         return PrivatuneClient(run_config, context).to_client()
 
     return ClientApp(client_fn=client_fn)

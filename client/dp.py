@@ -56,10 +56,11 @@ def private_training(
     from opacus import PrivacyEngine
 
     engine = PrivacyEngine(accountant="rdp")
+    batches = DataLoader(dataset, batch_size=batch_size)
     hooks, dp_optimizer, loader = engine.make_private(
         module=model,
         optimizer=optimizer,
-        data_loader=DataLoader(dataset, batch_size=batch_size),
+        data_loader=batches,
         noise_multiplier=settings.noise_multiplier,
         max_grad_norm=settings.max_grad_norm,
         poisson_sampling=True,
@@ -67,6 +68,10 @@ def private_training(
         wrap_model=False,
         loss_reduction="mean",
     )
+    # Opacus sets int(len(dataset) * sample_rate), which float error can round down
+    # (49 * (1/49) = 0.999...: an expected batch of 0, gradients divided by zero); the
+    # same quantity in exact integer arithmetic:
+    dp_optimizer.expected_batch_size = len(dataset) // len(batches)
     try:
         yield PrivateTraining(
             optimizer=dp_optimizer,

@@ -60,13 +60,15 @@ def build_adapter_model(config: RunConfig, *, num_labels: int | None = None) -> 
     import peft
     import torch
 
+    # Seeded before loading: a classification head missing from the checkpoint is
+    # initialised randomly by from_pretrained, and it is part of the adapter.
+    torch.manual_seed(config.training.seed)
     base = load_base_model(
         config.model.path,
         config.model.task,
         num_labels=num_labels,
         dropout=config.model.dropout,
     )
-    torch.manual_seed(config.training.seed)
     try:
         model = peft.get_peft_model(base, peft_config(config))
     except ValueError as exc:

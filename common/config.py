@@ -10,6 +10,7 @@ work starts, and reports *all* problems at once with the key that is wrong.
 from __future__ import annotations
 
 import difflib
+import shlex
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -153,6 +154,11 @@ class FederationConfig(_Section):
     )
     round_timeout: PositiveFloat | None = Field(
         None, description="Seconds to wait for replies in a round (none: wait)."
+    )
+    wait_for_clients: PositiveFloat = Field(
+        300.0,
+        description="Seconds the server waits for clients-per-round nodes to connect before "
+        "it fails with a clear error.",
     )
 
 
@@ -388,26 +394,55 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
 
 
+# Overriding one of these on the command line replaces the other one set in the file.
+EXCLUSIVE_KEYS = {
+    "privacy.noise-multiplier": "privacy.target-epsilon",
+    "privacy.target-epsilon": "privacy.noise-multiplier",
+}
+
+
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> RunConfig:
     """The CLI boundary: a TOML file (optional) plus ``--set`` overrides."""
-    tree = load_toml(path) if path is not None else {}
+    tree = _normalise_keys(load_toml(path) if path is not None else {})
     flat = dict(parse_override(item) for item in overrides)
-    tree = _merge(_normalise_keys(tree), _unflatten(flat))
+    for key, rival in EXCLUSIVE_KEYS.items():
+        if key in flat and rival not in flat:
+            section, _, leaf = rival.partition(".")
+            tree.get(section, {}).pop(leaf, None)
+    tree = _merge(tree, _unflatten(flat))
     return validate(tree, source=str(path) if path else None)
 
 
 CONFIG_FILE_KEY = "config-file"
+SET_KEY = "set"
+OUTPUT_DIR_KEY = "output-dir"  # where the server writes; not part of the RunConfig
+APP_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _app_path(name: str) -> Path:
+    """A config file named in run_config: as given, else relative to the app's own folder."""
+    path = Path(name).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    return APP_ROOT / path
 
 
 def from_run_config(run_config: Mapping[str, Any]) -> RunConfig:
     """The Flower boundary: ``context.run_config`` (flat, dotted keys) to a RunConfig.
 
-    The key ``config-file`` may name a TOML file that the other keys override; this is
-    how ``flwr run --run-config`` and the pyproject's ``[tool.flwr.app.config]`` feed
-    the same model as the CLI.
+    Two keys are special, so that ``flwr run --run-config`` speaks like the CLI:
+    ``config-file`` names a TOML file (relative paths are tried from the app folder too)
+    and ``set`` holds space-separated ``section.key=value`` overrides, exactly as the CLI's
+    ``--set``. Any other dotted key overrides too.
     """
     flat = dict(run_config)
+    flat.pop(OUTPUT_DIR_KEY, None)
     config_file = flat.pop(CONFIG_FILE_KEY, None)
-    tree = load_toml(config_file) if config_file else {}
-    tree = _merge(_normalise_keys(tree), _unflatten(flat))
-    return validate(tree, source=str(config_file) if config_file else "run_config")
+    overrides = shlex.split(str(flat.pop(SET_KEY, "") or ""))
+    path = _app_path(str(config_file)) if config_file else None
+    flat_tree = _unflatten(flat)
+    config = load_config(path, overrides)
+    if not flat_tree:
+        return config
+    tree = _merge(config.to_toml_dict(), _normalise_keys(flat_tree))
+    return validate(tree, source=str(path) if path else "run_config")

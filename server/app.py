@@ -15,7 +15,7 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from common.config import RunConfig, from_run_config
+from common.config import OUTPUT_DIR_KEY, RunConfig, from_run_config
 from server.ledgers import LedgerBook
 from server.model import ServerModel
 from server.outputs import RunOutputs
@@ -23,8 +23,6 @@ from server.strategy.registry import build_strategy
 from server.workflow import legacy_context, run_rounds
 
 log = logging.getLogger("privatune")
-
-OUTPUT_DIR_KEY = "output-dir"
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -53,6 +51,8 @@ def progress_line(record: dict[str, Any], num_rounds: int) -> str:
     parts.append(f"{record.get('round_seconds', 0.0):.1f} s")
     if record.get("failed"):
         parts.append(f"FAILED: {record.get('error', '')}")
+    if record.get("stopped"):
+        parts.append(f"STOPPED: {record['stopped']}")
     return " | ".join(parts)
 
 
@@ -73,11 +73,12 @@ def run_server(grid: Grid, context: Context, config: RunConfig, output_dir: Path
         evaluate_clients=fed.evaluate_clients,
         central_eval=server_model.evaluate,
         fixed_weight=config.secure_aggregation.fixed_weight,
+        wait_for_clients=fed.wait_for_clients,
     )
     ledgers = LedgerBook(config.privacy.delta)
     history: list[dict[str, Any]] = []
 
-    def on_round_end(server_round: int, seconds: float) -> None:
+    def on_round_end(server_round: int, seconds: float) -> bool:
         record = strategy.records.pop(server_round, {"round": server_round})
         histories = record.pop("privacy_histories", None)
         if histories:
@@ -92,9 +93,19 @@ def run_server(grid: Grid, context: Context, config: RunConfig, output_dir: Path
                 outputs.checkpoint_dir(server_round),
                 lambda folder: server_model.save(strategy.global_arrays, folder),
             )
+        exhausted = server_round > 0 and 0 < record.get("num_sampled", 0) == record.get(
+            "num_refused", -1
+        )
+        if exhausted:
+            record["stopped"] = "every sampled client refused: privacy budgets exhausted"
+            record["failed"] = False
+            record.pop("error", None)
         outputs.append_metrics(record)
         history.append(record)
         log.info(progress_line(record, fed.rounds))
+        if exhausted:
+            log.warning("round %s: %s; ending the run early", server_round, record["stopped"])
+        return not exhausted
 
     run_rounds(
         grid,
@@ -115,8 +126,11 @@ def summarise(history: list[dict[str, Any]], config: RunConfig, seconds: float) 
     first = history[0] if history else {}
     last = history[-1] if history else {}
     summary: dict[str, Any] = {
-        "rounds_completed": sum(1 for r in history if r["round"] > 0 and not r.get("failed")),
+        "rounds_completed": sum(
+            1 for r in history if r["round"] > 0 and not r.get("failed") and not r.get("stopped")
+        ),
         "rounds_failed": sum(1 for r in history if r.get("failed")),
+        "stopped_early": next((r["stopped"] for r in history if r.get("stopped")), None),
         "untrained_eval_accuracy": first.get("eval_accuracy"),
         "final_eval_accuracy": last.get("eval_accuracy"),
         "untrained_eval_loss": first.get("eval_loss"),
@@ -137,12 +151,9 @@ def make_server_app(config: RunConfig | None = None, output_dir: Path | None = N
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        run_config = dict(context.run_config)
-        folder = output_dir or Path(
-            str(run_config.pop(OUTPUT_DIR_KEY, "") or f"runs/flwr-{int(time.time())}")
-        )
-        run_config.pop(OUTPUT_DIR_KEY, None)
-        cfg = config if config is not None else from_run_config(run_config)
+        named = str(context.run_config.get(OUTPUT_DIR_KEY, "") or "")
+        folder = output_dir or Path(named or f"runs/flwr-{int(time.time())}")
+        cfg = config if config is not None else from_run_config(context.run_config)
         run_server(grid, context, cfg, folder)
 
     return app

@@ -39,10 +39,13 @@ def run_rounds(
     grid: Grid,
     context: LegacyContext,
     *,
-    on_round_end: Callable[[int, float], None],
+    on_round_end: Callable[[int, float], bool],
     fit_step: FitStep = default_fit_workflow,
 ) -> None:
-    """Initialise, then for every round: fit, central evaluation, federated evaluation."""
+    """Initialise, then for every round: fit, central evaluation, federated evaluation.
+
+    ``on_round_end`` returns False to end the run early (every client out of budget).
+    """
     thread, stop, registered = start_update_client_manager_thread(grid, context.client_manager)
     registered.wait()
     try:
@@ -57,7 +60,8 @@ def run_rounds(
             fit_step(grid, context)
             default_centralized_evaluation_workflow(grid, context)
             default_evaluate_workflow(grid, context)
-            on_round_end(server_round, timeit.default_timer() - started)
+            if not on_round_end(server_round, timeit.default_timer() - started):
+                break
     finally:
         stop.set()
         thread.join()

@@ -137,6 +137,7 @@ def partition_for(config: RunConfig, records: list[Record], examples: list) -> l
         groups=groups,
         alpha=part.alpha,
         shards_per_partition=part.shards_per_client,
+        num_examples=len(records),
     )
 
 

@@ -26,7 +26,7 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
 from common.adapters import AdapterSpec, add, check_arrays
-from common.errors import UpdateRejected
+from common.errors import PrivatuneError, UpdateRejected
 
 log = logging.getLogger("privatune.server")
 
@@ -66,6 +66,7 @@ class DeltaFedAvg(FedAvg):
         | None = None,
         max_update_norm: float | None = None,
         fixed_weight: bool = False,
+        wait_for_clients: float = 300.0,
     ) -> None:
         super().__init__(
             fraction_fit=0.0,
@@ -84,6 +85,7 @@ class DeltaFedAvg(FedAvg):
         self.central_eval = central_eval
         self.max_update_norm = max_update_norm
         self.fixed_weight = fixed_weight
+        self.wait_for_clients = wait_for_clients
         self.records: dict[int, RoundRecord] = {}
 
     def record(self, server_round: int) -> RoundRecord:
@@ -92,6 +94,14 @@ class DeltaFedAvg(FedAvg):
     # ----------------------------------------------------------------- fit
 
     def configure_fit(self, server_round, parameters, client_manager):  # type: ignore[no-untyped-def]
+        needed = self.min_available_clients
+        if not client_manager.wait_for(needed, timeout=int(self.wait_for_clients)):
+            raise PrivatuneError(
+                f"round {server_round}: only {client_manager.num_available()} of {needed} "
+                f"clients connected within {self.wait_for_clients:.0f} s; start more client "
+                "nodes, or lower federation.clients-per-round (or raise "
+                "federation.wait-for-clients)"
+            )
         instructions = super().configure_fit(server_round, parameters, client_manager)
         record = self.record(server_round)
         record["num_sampled"] = len(instructions)

@@ -88,8 +88,23 @@ def test_flower_run_config_maps_flat_keys_and_config_file(tmp_path: Path) -> Non
     config = from_run_config({"config-file": str(path), "federation.rounds": 3})
     assert config.federation.rounds == 3
     assert config.federation.num_clients == 6
+    via_set = from_run_config(
+        {"config-file": str(path), "set": "federation.rounds=4 training.lr=0.5"}
+    )
+    assert via_set.federation.rounds == 4 and via_set.training.lr == 0.5
+    assert via_set.federation.num_clients == 6
+    # The pyproject's own default resolves relative to the app folder.
+    assert from_run_config({"config-file": "examples/demo.toml", "set": ""}).lora.r == 8
     flat = config.to_flat()
     assert flat["federation.rounds"] == 3
     assert from_run_config(flat) == config
     with pytest.raises(ConfigError, match="run_config"):
         from_run_config({"federation.roundz": 3})
+
+
+def test_override_of_noise_source_replaces_the_files_other_source(tmp_path: Path) -> None:
+    """--set privacy.noise-multiplier wins over a target-epsilon written in the file."""
+    path = tmp_path / "c.toml"
+    path.write_text("[privacy]\ntarget-epsilon = 8.0\n")
+    config = load_config(path, ["privacy.noise-multiplier=1.5"])
+    assert config.privacy.noise_multiplier == 1.5 and config.privacy.target_epsilon is None
