@@ -10,6 +10,7 @@ from __future__ import annotations
 from flwr.app import ConfigRecord, Context
 from flwr.client import Client, NumPyClient
 from flwr.clientapp import ClientApp
+from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from client.node import evaluate_adapter, fit
 from client.privacy import new_ledger
@@ -68,12 +69,17 @@ class PrivatuneClient(NumPyClient):
             parameters,
             server_round=int(config.get("server_round", 0)),
             ledger=ledger,
+            clip_update_to=_optional_float(config.get(KEY_CLIPPING_NORM)),
         )
         self._save_ledger(ledger)
         return reply.delta, reply.num_examples, reply.metrics
 
     def evaluate(self, parameters, config):  # type: ignore[no-untyped-def]
         return evaluate_adapter(self.config, self.runtime, self.data, parameters)
+
+
+def _optional_float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
 
 
 def make_client_app(config: RunConfig | None = None) -> ClientApp:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from flwr.supercore.differential_privacy import clip_inputs_inplace
 from torch.utils.data import TensorDataset
 
 from client.dp import DPSettings
@@ -98,8 +99,12 @@ def fit(
     *,
     server_round: int,
     ledger: PrivacyLedger | None,
+    clip_update_to: float | None = None,
 ) -> FitReply:
-    """One round of local training; refuses (zero delta, weight 0) if over budget."""
+    """One round of local training; refuses (zero delta, weight 0) if over budget.
+
+    ``clip_update_to`` (central DP) clips the whole delta to that L2 norm before it leaves.
+    """
     model = runtime.model
     set_adapter_arrays(model, global_arrays)
     metrics: Metrics = {"client_id": data.client_id, "num_too_long": data.train.num_too_long}
@@ -132,6 +137,8 @@ def fit(
         assert plan is not None
         metrics.update(noise_multiplier=plan.entry[0], sample_rate=plan.entry[1])
     delta = subtract(get_adapter_arrays(model), global_arrays)
+    if clip_update_to is not None:
+        clip_inputs_inplace(delta, clip_update_to)
     metrics.update(
         train_loss=result.loss,
         steps=result.steps,

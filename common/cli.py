@@ -28,7 +28,13 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from simulations.run import simulate
 
     config = load_config(args.config, args.set)
-    summary = simulate(config, args.output, overwrite=args.overwrite, report=not args.no_report)
+    summary = simulate(
+        config,
+        args.output,
+        overwrite=args.overwrite,
+        report=not args.no_report,
+        verbose=args.verbose,
+    )
     print(_summary_text(summary, args.output))
     return 0 if summary.get("rounds_failed", 0) == 0 else 1
 

@@ -12,10 +12,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from common.config import OUTPUT_DIR_KEY, RunConfig, from_run_config
+from server import central_dp
+from server.central_dp import central_epsilon
 from server.ledgers import LedgerBook
 from server.model import ServerModel
 from server.outputs import RunOutputs
@@ -48,6 +51,8 @@ def progress_line(record: dict[str, Any], num_rounds: int) -> str:
     ]
     if record.get("epsilon_max") is not None:
         parts.append(f"ε max {record['epsilon_max']:.3f}")
+    if record.get("central_epsilon") is not None:
+        parts.append(f"user-level ε {record['central_epsilon']:.3f}")
     parts.append(f"{record.get('round_seconds', 0.0):.1f} s")
     if record.get("failed"):
         parts.append(f"FAILED: {record.get('error', '')}")
@@ -62,6 +67,7 @@ def run_server(grid: Grid, context: Context, config: RunConfig, output_dir: Path
     outputs = RunOutputs(output_dir)
     outputs.write_config(config.to_toml())
     random.seed(config.training.seed)  # Flower samples clients with `random`
+    np.random.seed(config.training.seed)  # and draws central-DP noise with numpy
     server_model = ServerModel(config)
     fed = config.federation
     strategy = build_strategy(
@@ -72,13 +78,18 @@ def run_server(grid: Grid, context: Context, config: RunConfig, output_dir: Path
         min_clients=fed.min_clients,
         evaluate_clients=fed.evaluate_clients,
         central_eval=server_model.evaluate,
-        fixed_weight=config.secure_aggregation.fixed_weight,
+        fixed_weight=config.secure_aggregation.fixed_weight or config.central_dp.enabled,
         wait_for_clients=fed.wait_for_clients,
     )
+    strategy_in_use = central_dp.wrap(strategy, config)
+    noisy_rounds = [0]
     ledgers = LedgerBook(config.privacy.delta)
     history: list[dict[str, Any]] = []
 
-    def on_round_end(server_round: int, seconds: float) -> bool:
+    latest: list[list[np.ndarray]] = [server_model.initial]
+
+    def on_round_end(server_round: int, seconds: float, arrays: list[np.ndarray]) -> bool:
+        latest[0] = arrays
         record = strategy.records.pop(server_round, {"round": server_round})
         histories = record.pop("privacy_histories", None)
         if histories:
@@ -86,12 +97,15 @@ def run_server(grid: Grid, context: Context, config: RunConfig, output_dir: Path
             outputs.write_ledger(ledgers.to_dict())
         if config.privacy.enabled and server_round > 0:
             record["epsilon_max"] = ledgers.epsilon_max()
+        if config.central_dp.enabled and server_round > 0:
+            noisy_rounds[0] += 0 if record.get("failed") or record.get("stopped") else 1
+            record["central_epsilon"] = central_epsilon(config, noisy_rounds[0])
         record["secagg"] = config.secure_aggregation.enabled
         if server_round > 0:
             record["round_seconds"] = round(seconds, 3)
             outputs.save_adapter_dir(
                 outputs.checkpoint_dir(server_round),
-                lambda folder: server_model.save(strategy.global_arrays, folder),
+                lambda folder: server_model.save(arrays, folder),
             )
         exhausted = server_round > 0 and 0 < record.get("num_sampled", 0) == record.get(
             "num_refused", -1
@@ -110,12 +124,15 @@ def run_server(grid: Grid, context: Context, config: RunConfig, output_dir: Path
     run_rounds(
         grid,
         legacy_context(
-            context, strategy=strategy, num_rounds=fed.rounds, round_timeout=fed.round_timeout
+            context,
+            strategy=strategy_in_use,
+            num_rounds=fed.rounds,
+            round_timeout=fed.round_timeout,
         ),
         on_round_end=on_round_end,
     )
     outputs.save_adapter_dir(
-        outputs.adapter_dir(), lambda folder: server_model.save(strategy.global_arrays, folder)
+        outputs.adapter_dir(), lambda folder: server_model.save(latest[0], folder)
     )
     summary = summarise(history, config, time.monotonic() - started)
     outputs.write_summary(summary)
@@ -141,6 +158,9 @@ def summarise(history: list[dict[str, Any]], config: RunConfig, seconds: float) 
     }
     if config.privacy.enabled:
         summary["epsilon_max"] = last.get("epsilon_max")
+    if config.central_dp.enabled:
+        summary["central_epsilon"] = last.get("central_epsilon")
+    if config.privacy.enabled or config.central_dp.enabled:
         summary["delta"] = config.privacy.delta
     return summary
 

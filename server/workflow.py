@@ -12,10 +12,13 @@ from __future__ import annotations
 import timeit
 from collections.abc import Callable
 
+import flwr.compat.common.recorddict_compat as compat
+import numpy as np
 from flwr.app import ConfigRecord
+from flwr.common import parameters_to_ndarrays
 from flwr.server import LegacyContext, ServerConfig
 from flwr.server.compat.app_utils import start_update_client_manager_thread
-from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, Key
+from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
 from flwr.server.workflow.default_workflows import (
     default_centralized_evaluation_workflow,
     default_evaluate_workflow,
@@ -25,6 +28,13 @@ from flwr.server.workflow.default_workflows import (
 from flwr.serverapp import Grid
 
 FitStep = Callable[[Grid, LegacyContext], None]
+RoundHook = Callable[[int, float, list[np.ndarray]], bool]
+
+
+def global_arrays(context: LegacyContext) -> list[np.ndarray]:
+    """The global adapter as the workflow holds it (after any wrapper's noise)."""
+    record = context.state.array_records[MAIN_PARAMS_RECORD]
+    return parameters_to_ndarrays(compat.arrayrecord_to_parameters(record, keep_input=True))
 
 
 def legacy_context(context, *, strategy, num_rounds: int, round_timeout: float | None):  # type: ignore[no-untyped-def]
@@ -39,18 +49,19 @@ def run_rounds(
     grid: Grid,
     context: LegacyContext,
     *,
-    on_round_end: Callable[[int, float], bool],
+    on_round_end: RoundHook,
     fit_step: FitStep = default_fit_workflow,
 ) -> None:
     """Initialise, then for every round: fit, central evaluation, federated evaluation.
 
-    ``on_round_end`` returns False to end the run early (every client out of budget).
+    ``on_round_end`` gets the round, its seconds and the global adapter; it returns
+    False to end the run early (every client out of budget).
     """
     thread, stop, registered = start_update_client_manager_thread(grid, context.client_manager)
     registered.wait()
     try:
         default_init_params_workflow(grid, context)
-        on_round_end(0, 0.0)
+        on_round_end(0, 0.0, global_arrays(context))
         config = ConfigRecord()
         config[Key.START_TIME] = timeit.default_timer()
         context.state.config_records[MAIN_CONFIGS_RECORD] = config
@@ -60,7 +71,8 @@ def run_rounds(
             fit_step(grid, context)
             default_centralized_evaluation_workflow(grid, context)
             default_evaluate_workflow(grid, context)
-            if not on_round_end(server_round, timeit.default_timer() - started):
+            seconds = timeit.default_timer() - started
+            if not on_round_end(server_round, seconds, global_arrays(context)):
                 break
     finally:
         stop.set()

@@ -57,8 +57,20 @@ def _quiet_environment(config: RunConfig) -> None:
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
 
+def _quiet_flower(verbose: bool) -> None:
+    """Flower sets its logger to DEBUG on import; keep only warnings unless --verbose."""
+    flower = logging.getLogger("flwr")
+    flower.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    flower.propagate = False
+
+
 def simulate(
-    config: RunConfig, output_dir: str | Path, *, overwrite: bool = False, report: bool = True
+    config: RunConfig,
+    output_dir: str | Path,
+    *,
+    overwrite: bool = False,
+    report: bool = True,
+    verbose: bool = False,
 ) -> dict:
     """Run the federation and write the output folder (and report); returns the summary."""
     from server.strategy.registry import STRATEGIES
@@ -77,6 +89,8 @@ def simulate(
     from client.app import make_client_app
     from server.app import make_server_app
     from server.outputs import SUMMARY_FILE
+
+    _quiet_flower(verbose)
 
     log.info(
         "simulating %s clients (%s per round, %s rounds) -> %s",

@@ -102,6 +102,8 @@ class DeltaFedAvg(FedAvg):
                 "nodes, or lower federation.clients-per-round (or raise "
                 "federation.wait-for-clients)"
             )
+        # The workflow's parameters are authoritative (a DP wrapper may have added noise).
+        self.global_arrays = parameters_to_ndarrays(parameters)
         instructions = super().configure_fit(server_round, parameters, client_manager)
         record = self.record(server_round)
         record["num_sampled"] = len(instructions)

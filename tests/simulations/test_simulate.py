@@ -181,3 +181,21 @@ def test_instruction_tuning_of_a_tiny_causal_lm(tiny_llama: Path, tmp_path: Path
     assert rows[2]["fed_eval_loss"] < rows[1]["train_loss"] + 1.0
     assert rows[2]["train_loss"] < rows[1]["train_loss"]
     assert (out / "adapter" / "adapter_config.json").is_file()
+
+
+def test_central_dp_run_reports_user_level_epsilon(tiny_bert: Path, tmp_path: Path) -> None:
+    """Central DP on top of DP-SGD: both ε are reported, per round and in the summary."""
+    config = _tiny(
+        tiny_bert,
+        "central-dp.enabled=true",
+        "central-dp.noise-multiplier=1.0",
+        "federation.rounds=2",
+        "training.local-steps=2",
+    )
+    out = tmp_path / "run"
+    summary = simulate(config, out, report=False)
+    rows = _metrics(out)
+    eps = [r["central_epsilon"] for r in rows[1:]]
+    assert 0 < eps[0] < eps[1]
+    assert summary["central_epsilon"] == pytest.approx(eps[1])
+    assert rows[2]["epsilon_max"] > 0
