@@ -15,6 +15,8 @@ from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 from client.node import evaluate_adapter, fit
 from client.privacy import new_ledger
 from client.runtime import get_client_data, get_runtime
+from client.secagg import secagg_when_requested
+from common import protocol
 from common.config import RunConfig, from_run_config
 from common.privacy.ledger import PrivacyLedger
 
@@ -67,9 +69,10 @@ class PrivatuneClient(NumPyClient):
             self.runtime,
             self.data,
             parameters,
-            server_round=int(config.get("server_round", 0)),
+            server_round=int(config.get(protocol.SERVER_ROUND, 0)),
             ledger=ledger,
             clip_update_to=_optional_float(config.get(KEY_CLIPPING_NORM)),
+            secagg_range=_secagg_range(config),
         )
         self._save_ledger(ledger)
         return reply.delta, reply.num_examples, reply.metrics
@@ -82,7 +85,13 @@ def _optional_float(value: object) -> float | None:
     return None if value is None else float(value)  # type: ignore[arg-type]
 
 
-def make_client_app(config: RunConfig | None = None) -> ClientApp:
+def _secagg_range(config: dict) -> tuple[float, float] | None:
+    if protocol.SECAGG_CLIPPING_RANGE not in config:
+        return None
+    return float(config[protocol.SECAGG_CLIPPING_RANGE]), float(config[protocol.SECAGG_MAX_WEIGHT])
+
+
+def make_client_app(config: RunConfig | None = None, extra_mods: list | None = None) -> ClientApp:
     """A ClientApp for ``config``, or one that reads ``context.run_config`` (flwr run)."""
 
     def client_fn(context: Context) -> Client:
@@ -94,7 +103,9 @@ def make_client_app(config: RunConfig | None = None) -> ClientApp:
             run_config = run_config.model_copy(update={"federation": federation})
         return PrivatuneClient(run_config, context).to_client()
 
-    return ClientApp(client_fn=client_fn)
+    # Mods run outermost first: SecAgg+ wraps everything after it, so any extra mod (tests
+    # use one to inject faults) sees the plain reply before it is masked.
+    return ClientApp(client_fn=client_fn, mods=[secagg_when_requested, *(extra_mods or [])])
 
 
 app = make_client_app()

@@ -100,10 +100,13 @@ def fit(
     server_round: int,
     ledger: PrivacyLedger | None,
     clip_update_to: float | None = None,
+    secagg_range: tuple[float, float] | None = None,
 ) -> FitReply:
     """One round of local training; refuses (zero delta, weight 0) if over budget.
 
     ``clip_update_to`` (central DP) clips the whole delta to that L2 norm before it leaves.
+    ``secagg_range`` = (clipping range, max weight) of SecAgg+: the client counts the
+    values SecAgg+ would clip, so clipping is reported instead of silent.
     """
     model = runtime.model
     set_adapter_arrays(model, global_arrays)
@@ -139,13 +142,24 @@ def fit(
     delta = subtract(get_adapter_arrays(model), global_arrays)
     if clip_update_to is not None:
         clip_inputs_inplace(delta, clip_update_to)
+    weight = 1 if config.equal_weights else len(data.train)
+    if secagg_range is not None:
+        metrics["secagg_clipped_values"] = count_clipped(delta, weight, *secagg_range)
     metrics.update(
         train_loss=result.loss,
         steps=result.steps,
         empty_batches=result.empty_batches,
         refused=False,
     )
-    return FitReply(delta, len(data.train), metrics)
+    return FitReply(delta, weight, metrics)
+
+
+def count_clipped(
+    delta: Sequence[np.ndarray], weight: float, clipping_range: float, max_weight: float
+) -> int:
+    """Values SecAgg+ would clip: it scales by weight/max_weight, then clips to ±range."""
+    scale = weight / max_weight
+    return int(sum(int(np.count_nonzero(np.abs(a) * scale > clipping_range)) for a in delta))
 
 
 def _privacy_metrics(ledger: PrivacyLedger) -> Metrics:

@@ -16,58 +16,33 @@ import numpy as np
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from common import protocol
 from common.config import OUTPUT_DIR_KEY, RunConfig, from_run_config
-from server import central_dp
-from server.central_dp import central_epsilon
-from server.ledgers import LedgerBook
+from common.data.pipeline import largest_train_split
+from server import central_dp, secagg
 from server.model import ServerModel
 from server.outputs import RunOutputs
+from server.rounds import Next, RoundBook
 from server.strategy.registry import build_strategy
-from server.workflow import legacy_context, run_rounds
+from server.traffic import CountingGrid
+from server.workflow import default_fit_workflow, legacy_context, run_rounds
 
 log = logging.getLogger("privatune")
-
-
-def _fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def progress_line(record: dict[str, Any], num_rounds: int) -> str:
-    """One human line per round: what a researcher watches while a run goes."""
-    rnd = record["round"]
-    if rnd == 0:
-        return (
-            f"round 0/{num_rounds} (untrained adapter) | eval loss "
-            f"{_fmt(record.get('eval_loss'), '.4f')} | eval acc "
-            f"{_fmt(record.get('eval_accuracy'), '.3f')}"
-        )
-    parts = [
-        f"round {rnd}/{num_rounds}",
-        f"{record.get('num_clients', 0)}/{record.get('num_sampled', 0)} clients"
-        f" ({record.get('num_failures', 0)} failed, {record.get('num_refused', 0)} refused)",
-        f"train loss {_fmt(record.get('train_loss'), '.4f')}",
-        f"eval loss {_fmt(record.get('eval_loss'), '.4f')}",
-        f"eval acc {_fmt(record.get('eval_accuracy'), '.3f')}",
-    ]
-    if record.get("epsilon_max") is not None:
-        parts.append(f"ε max {record['epsilon_max']:.3f}")
-    if record.get("central_epsilon") is not None:
-        parts.append(f"user-level ε {record['central_epsilon']:.3f}")
-    parts.append(f"{record.get('round_seconds', 0.0):.1f} s")
-    if record.get("failed"):
-        parts.append(f"FAILED: {record.get('error', '')}")
-    if record.get("stopped"):
-        parts.append(f"STOPPED: {record['stopped']}")
-    return " | ".join(parts)
 
 
 def run_server(grid: Grid, context: Context, config: RunConfig, output_dir: Path) -> dict:
     """Run every round and write the output folder; returns the run summary."""
     started = time.monotonic()
+    secagg.check_compatible(config)
     outputs = RunOutputs(output_dir)
     outputs.write_config(config.to_toml())
     random.seed(config.training.seed)  # Flower samples clients with `random`
     np.random.seed(config.training.seed)  # and draws central-DP noise with numpy
+    settings = (
+        secagg.calibrate(config, largest_client=largest_train_split(config))
+        if config.secure_aggregation.enabled
+        else None
+    )
     server_model = ServerModel(config)
     fed = config.federation
     strategy = build_strategy(
@@ -78,75 +53,59 @@ def run_server(grid: Grid, context: Context, config: RunConfig, output_dir: Path
         min_clients=fed.min_clients,
         evaluate_clients=fed.evaluate_clients,
         central_eval=server_model.evaluate,
-        fixed_weight=config.secure_aggregation.fixed_weight or config.central_dp.enabled,
+        fixed_weight=config.equal_weights,
         wait_for_clients=fed.wait_for_clients,
+        extra_fit_config=_secagg_fit_config(settings),
     )
-    strategy_in_use = central_dp.wrap(strategy, config)
-    noisy_rounds = [0]
-    ledgers = LedgerBook(config.privacy.delta)
-    history: list[dict[str, Any]] = []
+    counting = CountingGrid(grid)
+    book = RoundBook(config, outputs, server_model.save, secagg=settings)
+    book.latest = server_model.initial
 
-    latest: list[list[np.ndarray]] = [server_model.initial]
-
-    def on_round_end(server_round: int, seconds: float, arrays: list[np.ndarray]) -> bool:
-        latest[0] = arrays
+    def on_round_end(server_round: int, seconds: float, arrays: list[np.ndarray]) -> Next:
         record = strategy.records.pop(server_round, {"round": server_round})
-        histories = record.pop("privacy_histories", None)
-        if histories:
-            ledgers.update(histories)
-            outputs.write_ledger(ledgers.to_dict())
-        if config.privacy.enabled and server_round > 0:
-            record["epsilon_max"] = ledgers.epsilon_max()
-        if config.central_dp.enabled and server_round > 0:
-            noisy_rounds[0] += 0 if record.get("failed") or record.get("stopped") else 1
-            record["central_epsilon"] = central_epsilon(config, noisy_rounds[0])
-        record["secagg"] = config.secure_aggregation.enabled
-        if server_round > 0:
-            record["round_seconds"] = round(seconds, 3)
-            outputs.save_adapter_dir(
-                outputs.checkpoint_dir(server_round),
-                lambda folder: server_model.save(arrays, folder),
-            )
-        exhausted = server_round > 0 and 0 < record.get("num_sampled", 0) == record.get(
-            "num_refused", -1
-        )
-        if exhausted:
-            record["stopped"] = "every sampled client refused: privacy budgets exhausted"
-            record["failed"] = False
-            record.pop("error", None)
-        outputs.append_metrics(record)
-        history.append(record)
-        log.info(progress_line(record, fed.rounds))
-        if exhausted:
-            log.warning("round %s: %s; ending the run early", server_round, record["stopped"])
-        return not exhausted
+        return book.close_round(record, seconds, arrays, counting.take())
 
+    fit_step = (
+        secagg.workflow(settings, timeout=fed.round_timeout)
+        if settings is not None
+        else default_fit_workflow
+    )
     run_rounds(
-        grid,
+        counting,
         legacy_context(
             context,
-            strategy=strategy_in_use,
+            strategy=central_dp.wrap(strategy, config),
             num_rounds=fed.rounds,
             round_timeout=fed.round_timeout,
         ),
         on_round_end=on_round_end,
+        fit_step=fit_step,
     )
     outputs.save_adapter_dir(
-        outputs.adapter_dir(), lambda folder: server_model.save(latest[0], folder)
+        outputs.adapter_dir(), lambda folder: server_model.save(book.latest, folder)
     )
-    summary = summarise(history, config, time.monotonic() - started)
+    summary = summarise(book.history, config, time.monotonic() - started)
     outputs.write_summary(summary)
     return summary
+
+
+def _secagg_fit_config(settings: secagg.SecAggSettings | None) -> dict[str, float]:
+    """Tell clients the SecAgg+ range, so they can report values that would be clipped."""
+    if settings is None:
+        return {}
+    return {
+        protocol.SECAGG_CLIPPING_RANGE: settings.clipping_range,
+        protocol.SECAGG_MAX_WEIGHT: settings.max_weight,
+    }
 
 
 def summarise(history: list[dict[str, Any]], config: RunConfig, seconds: float) -> dict:
     first = history[0] if history else {}
     last = history[-1] if history else {}
+    trained = [r for r in history if r["round"] > 0]
     summary: dict[str, Any] = {
-        "rounds_completed": sum(
-            1 for r in history if r["round"] > 0 and not r.get("failed") and not r.get("stopped")
-        ),
-        "rounds_failed": sum(1 for r in history if r.get("failed")),
+        "rounds_completed": sum(1 for r in trained if not r.get("failed") and not r.get("stopped")),
+        "rounds_failed": sum(1 for r in trained if r.get("failed")),
         "stopped_early": next((r["stopped"] for r in history if r.get("stopped")), None),
         "untrained_eval_accuracy": first.get("eval_accuracy"),
         "final_eval_accuracy": last.get("eval_accuracy"),

@@ -20,8 +20,6 @@ from common.errors import ConfigError
 ADAM_STEP_BOUND = 0.1 / (1 - 0.999) ** 0.5
 SAFETY = 2.0
 FALLBACK_CLIPPING_RANGE = 8.0  # Flower's default, when no bound follows from the config
-FIT_CONFIG_CLIPPING_RANGE = "secagg_clipping_range"
-FIT_CONFIG_MAX_WEIGHT = "secagg_max_weight"
 
 # Strategies that need each client's own update cannot run under secure aggregation.
 NEEDS_INDIVIDUAL_UPDATES: frozenset[str] = frozenset({"krum", "median", "trimmed-mean", "flora"})

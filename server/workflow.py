@@ -27,8 +27,10 @@ from flwr.server.workflow.default_workflows import (
 )
 from flwr.serverapp import Grid
 
+from server.rounds import Next
+
 FitStep = Callable[[Grid, LegacyContext], None]
-RoundHook = Callable[[int, float, list[np.ndarray]], bool]
+RoundHook = Callable[[int, float, list[np.ndarray]], "Next"]
 
 
 def global_arrays(context: LegacyContext) -> list[np.ndarray]:
@@ -54,8 +56,8 @@ def run_rounds(
 ) -> None:
     """Initialise, then for every round: fit, central evaluation, federated evaluation.
 
-    ``on_round_end`` gets the round, its seconds and the global adapter; it returns
-    False to end the run early (every client out of budget).
+    ``on_round_end`` gets the round, its seconds and the global adapter, and says whether
+    to go on, retry the round (a failed secure-aggregation round) or end the run.
     """
     thread, stop, registered = start_update_client_manager_thread(grid, context.client_manager)
     registered.wait()
@@ -65,15 +67,19 @@ def run_rounds(
         config = ConfigRecord()
         config[Key.START_TIME] = timeit.default_timer()
         context.state.config_records[MAIN_CONFIGS_RECORD] = config
-        for server_round in range(1, context.config.num_rounds + 1):
+        server_round = 1
+        while server_round <= context.config.num_rounds:
             started = timeit.default_timer()
             config[Key.CURRENT_ROUND] = server_round
             fit_step(grid, context)
             default_centralized_evaluation_workflow(grid, context)
             default_evaluate_workflow(grid, context)
             seconds = timeit.default_timer() - started
-            if not on_round_end(server_round, seconds, global_arrays(context)):
+            decision = on_round_end(server_round, seconds, global_arrays(context))
+            if decision is Next.END:
                 break
+            if decision is Next.CONTINUE:
+                server_round += 1
     finally:
         stop.set()
         thread.join()

@@ -41,6 +41,8 @@ def backend_config(config: RunConfig) -> dict:
             "num_gpus": 0,
             "include_dashboard": False,
             "logging_level": "error",
+            # Client-side logs stay in the actors; failures reach the server as errors.
+            "log_to_driver": False,
         },
     }
 
@@ -71,8 +73,13 @@ def simulate(
     overwrite: bool = False,
     report: bool = True,
     verbose: bool = False,
+    client_mods: list | None = None,
 ) -> dict:
-    """Run the federation and write the output folder (and report); returns the summary."""
+    """Run the federation and write the output folder (and report); returns the summary.
+
+    ``client_mods`` are extra Flower client mods placed inside SecAgg+ (they see the plain
+    reply before it is masked); the tests use them to record updates and inject faults.
+    """
     from server.strategy.registry import STRATEGIES
 
     if config.federation.strategy not in STRATEGIES:
@@ -101,7 +108,7 @@ def simulate(
     )
     run_simulation(
         server_app=make_server_app(config, output_dir),
-        client_app=make_client_app(config),
+        client_app=make_client_app(config, extra_mods=client_mods),
         num_supernodes=config.federation.num_clients,
         backend_config=backend_config(config),
     )

@@ -9,6 +9,7 @@ splits without exchanging data.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -182,3 +183,17 @@ def server_eval_data(config: RunConfig, tokenizer: Any) -> Encoded | None:
         records = read_records(spec, "auto")
     examples = to_examples(config, records, tokenizer)
     return encode(config, examples, tokenizer, source=spec)
+
+
+def largest_train_split(config: RunConfig) -> int | None:
+    """The most training rows any simulated client holds (None if the data is not here).
+
+    SecAgg+ needs an upper bound on the weights clients report; in simulation the server
+    can compute it from the same deterministic partition the clients use.
+    """
+    if config.data.source != DEMO and not Path(config.data.source).exists():
+        return None
+    records = source_records(config)
+    examples = to_examples(config, records)
+    sizes = [len(p) for p in partition_for(config, records, examples)]
+    return max(len(_split_eval(n, config.data.client_eval_fraction, 0)[0]) for n in sizes)

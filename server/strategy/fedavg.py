@@ -25,6 +25,7 @@ from flwr.common import (
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
+from common import protocol
 from common.adapters import AdapterSpec, add, check_arrays
 from common.errors import PrivatuneError, UpdateRejected
 
@@ -67,7 +68,9 @@ class DeltaFedAvg(FedAvg):
         max_update_norm: float | None = None,
         fixed_weight: bool = False,
         wait_for_clients: float = 300.0,
+        extra_fit_config: dict[str, Scalar] | None = None,
     ) -> None:
+        fit_config: dict[str, Scalar] = dict(extra_fit_config or {})
         super().__init__(
             fraction_fit=0.0,
             fraction_evaluate=1e-9 if evaluate_clients else 0.0,
@@ -75,8 +78,8 @@ class DeltaFedAvg(FedAvg):
             min_evaluate_clients=max(evaluate_clients, 1),
             min_available_clients=clients_per_round,
             initial_parameters=ndarrays_to_parameters(initial),
-            on_fit_config_fn=lambda rnd: {"server_round": rnd},
-            on_evaluate_config_fn=lambda rnd: {"server_round": rnd},
+            on_fit_config_fn=lambda rnd: {protocol.SERVER_ROUND: rnd, **fit_config},
+            on_evaluate_config_fn=lambda rnd: {protocol.SERVER_ROUND: rnd},
             accept_failures=True,
         )
         self.spec = spec
@@ -117,7 +120,7 @@ class DeltaFedAvg(FedAvg):
         failures: list[tuple[ClientProxy, FitRes] | BaseException],
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         record = self.record(server_round)
-        record["uplink_bytes"] = sum(parameters_nbytes(res.parameters) for _, res in results)
+        record["update_bytes"] = sum(parameters_nbytes(res.parameters) for _, res in results)
         accepted, refused, rejected = self._sort_results(server_round, results)
         record.update(
             num_clients=len(accepted),
@@ -136,6 +139,7 @@ class DeltaFedAvg(FedAvg):
             )
             return None, {}
         weights = [1.0 if self.fixed_weight else float(n) for _, n, _ in accepted]
+        record["weights"] = [float(n) for _, n, _ in accepted]
         mean_delta = weighted_mean([d for d, _, _ in accepted], weights)
         self.global_arrays = add(self.global_arrays, mean_delta)
         losses = [(m.get("train_loss"), n) for _, n, m in accepted]
@@ -173,9 +177,11 @@ class DeltaFedAvg(FedAvg):
     ) -> None:
         eps: dict[str, float] = {}
         histories: dict[str, Any] = {}
+        clipped = 0
         for _, res in results:
             m = res.metrics
             cid = str(m.get("client_id", "?"))
+            clipped += int(m.get("secagg_clipped_values", 0))  # type: ignore[arg-type]
             if "epsilon" in m:
                 eps[cid] = float(m["epsilon"])  # type: ignore[arg-type]
             if "privacy_history" in m:
@@ -184,6 +190,8 @@ class DeltaFedAvg(FedAvg):
             record["client_epsilon"] = eps
         if histories:
             record["privacy_histories"] = histories
+        if clipped:
+            record["secagg_clipped_values"] = clipped
 
     # ------------------------------------------------------------ evaluate
 

@@ -54,7 +54,7 @@ def test_aggregate_fit_moves_global_by_weighted_mean_delta() -> None:
     assert record["train_loss"] == pytest.approx(np.average([1.0, 2.0, 3.0], weights=sizes))
     # Serialised payload: raw float32 bytes plus each array's .npy header.
     sent = sum(len(t) for d in deltas for t in ndarrays_to_parameters(d).tensors)
-    assert record["uplink_bytes"] == sent
+    assert record["update_bytes"] == sent
     assert 3 * 4 * (6 + 4) < sent < 3 * 4 * (6 + 4) + 3 * 2 * 200
 
 

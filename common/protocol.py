@@ -1,0 +1,7 @@
+"""Names of the fit-config keys the server sends and clients read (the wire contract)."""
+
+from __future__ import annotations
+
+SERVER_ROUND = "server_round"
+SECAGG_CLIPPING_RANGE = "secagg_clipping_range"
+SECAGG_MAX_WEIGHT = "secagg_max_weight"
