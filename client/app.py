@@ -3,92 +3,115 @@
 It speaks Flower's legacy client layout (``NumPyClient``) on purpose: SecAgg+ in
 flwr 1.41 exists only on that path, and using it for every run keeps secure
 aggregation a switch rather than a second code path.
+
+Imports of torch, transformers and the training code happen inside the calls that need
+them: a deployed SuperNode starts a fresh process per message, and three of SecAgg+'s
+four messages a round never touch the model.
 """
 
 from __future__ import annotations
 
-from flwr.app import ConfigRecord, Context
+from typing import Any
+
+from flwr.app import Context
 from flwr.client import Client, NumPyClient
 from flwr.clientapp import ClientApp
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
-from client.node import evaluate_adapter, fit
-from client.privacy import new_ledger
-from client.runtime import get_client_data, get_runtime
+from client.audit import audit_mod
 from client.secagg import secagg_when_requested
 from common import protocol
 from common.config import RunConfig, from_run_config
-from common.privacy.ledger import PrivacyLedger
 
-STATE_KEY = "privatune"
 PARTITION_ID_KEY = "partition-id"
 NUM_PARTITIONS_KEY = "num-partitions"
-DATA_PATH_KEY = "data-path"
+NODE_CONFIG_FILE_KEY = "node-config-file"
 
 
 class PrivatuneClient(NumPyClient):
-    """Adapter-only client; its privacy ledger lives in the node's persistent Context."""
+    """Adapter-only client; its ledger lives in the Context (simulation) or a node file."""
 
     def __init__(self, config: RunConfig, context: Context) -> None:
-        self.config = config
-        self.context = context
+        from client.ledger_store import ContextLedgerStore, FileLedgerStore
+        from client.policy import apply_policy, load_policy, violations
+        from client.runtime import get_client_data, get_runtime
+
         node_config = context.node_config
+        self.refusal: str | None = None
+        self.ledgers: Any = ContextLedgerStore(context)
+        source = None
+        if NODE_CONFIG_FILE_KEY in node_config:
+            policy = load_policy(str(node_config[NODE_CONFIG_FILE_KEY]))
+            problems = violations(policy, config)
+            if config.model.task == "sequence-classification" and not config.data.labels:
+                problems.append(
+                    "the run config must list data.labels: every node maps labels to the same "
+                    "ids, and a node sees only its own rows"
+                )
+            self.refusal = "; ".join(problems) if problems else None
+            config = apply_policy(policy, config)
+            self.ledgers = FileLedgerStore(policy.ledger_path)
+            source = policy.data_path
+            self.client_id = policy.name
         partition = node_config.get(PARTITION_ID_KEY)
         self.partition_id = int(partition) if partition is not None else None
-        self.data_path = node_config.get(DATA_PATH_KEY)
+        self.config = config
         self.runtime = get_runtime(config)
         self.data = get_client_data(
-            config,
-            self.runtime,
-            partition_id=self.partition_id,
-            source=str(self.data_path) if self.data_path else None,
+            config, self.runtime, partition_id=self.partition_id, source=source
         )
-
-    # -------------------------------------------------------------- ledger state
-
-    def _load_ledger(self) -> PrivacyLedger | None:
-        if not self.config.privacy.enabled:
-            return None
-        record = self.context.state.config_records.get(STATE_KEY)
-        if record is not None and "ledger" in record:
-            return PrivacyLedger.from_json(str(record["ledger"]))
-        return new_ledger(self.config)
-
-    def _save_ledger(self, ledger: PrivacyLedger | None) -> None:
-        if ledger is not None:
-            self.context.state.config_records[STATE_KEY] = ConfigRecord(
-                {"ledger": ledger.to_json()}
-            )
-
-    # ------------------------------------------------------------- Flower calls
+        if source is not None:
+            self.data = self.data.renamed(self.client_id)
 
     def fit(self, parameters, config):  # type: ignore[no-untyped-def]
-        ledger = self._load_ledger()
-        reply = fit(
-            self.config,
-            self.runtime,
-            self.data,
-            parameters,
-            server_round=int(config.get(protocol.SERVER_ROUND, 0)),
-            ledger=ledger,
-            clip_update_to=_optional_float(config.get(KEY_CLIPPING_NORM)),
-            secagg_range=_secagg_range(config),
-        )
-        self._save_ledger(ledger)
+        from client.node import fit, refuse
+        from client.privacy import new_ledger
+
+        if self.refusal is not None:
+            reply = refuse(self.data, parameters, self.refusal)
+            return reply.delta, reply.num_examples, reply.metrics
+        fresh = new_ledger(self.config)
+        if not self.config.privacy.enabled:
+            reply = fit(
+                self.config,
+                self.runtime,
+                self.data,
+                parameters,
+                ledger=None,
+                **_round_settings(config),
+            )
+            return reply.delta, reply.num_examples, reply.metrics
+        with self.ledgers.session(fresh) as ledger:
+            reply = fit(
+                self.config,
+                self.runtime,
+                self.data,
+                parameters,
+                ledger=ledger,
+                **_round_settings(config),
+            )
         return reply.delta, reply.num_examples, reply.metrics
 
     def evaluate(self, parameters, config):  # type: ignore[no-untyped-def]
+        from client.node import evaluate_adapter
+
         return evaluate_adapter(self.config, self.runtime, self.data, parameters)
 
 
-def _optional_float(value: object) -> float | None:
-    return None if value is None else float(value)  # type: ignore[arg-type]
-
-
-def _secagg_range(config: dict) -> tuple[float, float] | None:
-    if protocol.SECAGG_CLIPPING_RANGE not in config:
-        return None
-    return float(config[protocol.SECAGG_CLIPPING_RANGE]), float(config[protocol.SECAGG_MAX_WEIGHT])
+def _round_settings(config: dict) -> dict[str, Any]:
+    """What the server's fit config asks of this round."""
+    secagg_range = None
+    if protocol.SECAGG_CLIPPING_RANGE in config:
+        secagg_range = (
+            float(config[protocol.SECAGG_CLIPPING_RANGE]),
+            float(config[protocol.SECAGG_MAX_WEIGHT]),
+        )
+    clip = config.get(KEY_CLIPPING_NORM)
+    return {
+        "server_round": int(config.get(protocol.SERVER_ROUND, 0)),
+        "clip_update_to": None if clip is None else float(clip),
+        "secagg_range": secagg_range,
+    }
 
 
 def make_client_app(config: RunConfig | None = None, extra_mods: list | None = None) -> ClientApp:
@@ -103,9 +126,10 @@ def make_client_app(config: RunConfig | None = None, extra_mods: list | None = N
             run_config = run_config.model_copy(update={"federation": federation})
         return PrivatuneClient(run_config, context).to_client()
 
-    # Mods run outermost first: SecAgg+ wraps everything after it, so any extra mod (tests
-    # use one to inject faults) sees the plain reply before it is masked.
-    return ClientApp(client_fn=client_fn, mods=[secagg_when_requested, *(extra_mods or [])])
+    # Mods run outermost first: the audit log sees exactly what leaves the node; SecAgg+
+    # wraps everything after it, so extra mods (tests inject faults) see the plain reply.
+    mods = [audit_mod, secagg_when_requested, *(extra_mods or [])]
+    return ClientApp(client_fn=client_fn, mods=mods)
 
 
 app = make_client_app()

@@ -116,13 +116,9 @@ def fit(
         decided = plan_round(config, ledger, len(data.train))
         if not isinstance(decided, RoundPlan):
             ledger.stopped_for_budget = True
-            log.warning(
-                "client %s refuses round %s: %s", data.client_id, server_round, decided.reason
-            )
-            metrics.update(_privacy_metrics(ledger))
-            metrics.update(refused=True, refusal=decided.reason)
-            zeros = [np.zeros_like(a, dtype=np.float32) for a in global_arrays]
-            return FitReply(zeros, 0, metrics)
+            reply = refuse(data, global_arrays, decided.reason)
+            reply.metrics.update(_privacy_metrics(ledger))
+            return reply
         plan = decided
         preflight(config, runtime, plan.settings)
     result = train_adapter(
@@ -162,11 +158,19 @@ def count_clipped(
     return int(sum(int(np.count_nonzero(np.abs(a) * scale > clipping_range)) for a in delta))
 
 
+def refuse(data: ClientData, global_arrays: Sequence[np.ndarray], reason: str) -> FitReply:
+    """A refusal: zero delta with weight 0, so it is neutral even inside SecAgg+'s sum."""
+    log.warning("client %s refuses to train: %s", data.client_id, reason)
+    zeros = [np.zeros_like(a, dtype=np.float32) for a in global_arrays]
+    metrics: Metrics = {"client_id": data.client_id, "refused": True, "refusal": reason}
+    return FitReply(zeros, 0, metrics)
+
+
 def _privacy_metrics(ledger: PrivacyLedger) -> Metrics:
     eps = ledger.epsilon
     return {
         "epsilon": float(eps),
-        "delta": float(ledger.delta),
+        "dp_delta": float(ledger.delta),
         "privacy_history": ledger.to_json(),
     }
 

@@ -75,12 +75,6 @@ def violations(policy: NodePolicy, config: RunConfig) -> list[str]:
     privacy = config.privacy
     if policy.require_dp and not privacy.enabled:
         found.append("the run has privacy.enabled = false but this node requires DP-SGD")
-    if privacy.enabled and privacy.noise_multiplier is not None:
-        if privacy.noise_multiplier < policy.min_noise_multiplier:
-            found.append(
-                f"privacy.noise-multiplier {privacy.noise_multiplier} is below this node's "
-                f"minimum {policy.min_noise_multiplier}"
-            )
     if policy.require_secure_aggregation and not config.secure_aggregation.enabled:
         found.append("the run has secure aggregation off but this node requires it")
     return found
@@ -90,6 +84,9 @@ def apply_policy(policy: NodePolicy, config: RunConfig) -> RunConfig:
     """The run config as this node will train it: its own budget caps the server's."""
     budget = config.privacy.budget
     capped = policy.max_epsilon if budget is None else min(budget, policy.max_epsilon)
-    privacy = config.privacy.model_copy(update={"budget_epsilon": capped})
+    floor = max(config.privacy.min_noise_multiplier, policy.min_noise_multiplier)
+    privacy = config.privacy.model_copy(
+        update={"budget_epsilon": capped, "min_noise_multiplier": floor}
+    )
     data = config.data.model_copy(update={"source": policy.data_path})
     return config.model_copy(update={"privacy": privacy, "data": data})

@@ -52,6 +52,11 @@ def plan_round(config: RunConfig, ledger: PrivacyLedger, num_examples: int) -> R
     """The DP settings of the next round, or a refusal if it would exceed the budget."""
     q = poisson_sample_rate(num_examples, config.training.batch_size)
     sigma = noise_multiplier(config, q)
+    if sigma < config.privacy.min_noise_multiplier:
+        return Refusal(
+            f"noise multiplier {sigma:.4f} is below this node's minimum "
+            f"{config.privacy.min_noise_multiplier} (policy min-noise-multiplier)"
+        )
     entry: Entry = (sigma, q, config.training.local_steps)
     if not ledger.allows(entry):
         after = ledger.epsilon_if([entry])

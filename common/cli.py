@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     cfg = sub.add_parser("config", help="print the fully resolved config and exit")
     add_config_args(cfg)
     cfg.set_defaults(func=_cmd_config)
+
+    from deploy.cli import add_parsers
+
+    add_parsers(sub)
     return parser
 
 

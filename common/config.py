@@ -180,6 +180,12 @@ class PrivacyConfig(_Section):
         description="A client refuses a round that would take its ε above this "
         "(default: target-epsilon when set).",
     )
+    min_noise_multiplier: float = Field(
+        0.0,
+        ge=0.0,
+        description="A client refuses rounds whose σ (fixed or calibrated) is below this; "
+        "a node's local policy can raise it.",
+    )
     grad_sample_mode: Literal["hooks"] = Field(
         "hooks",
         description="Opacus per-sample gradient mode. Only hooks: measured on this CPU, "
@@ -331,6 +337,20 @@ class RunConfig(_Section):
     def to_flat(self) -> dict[str, Any]:
         """Flat dotted kebab-case keys, the shape of Flower's ``run_config``."""
         return dict(_flatten(self.to_toml_dict()))
+
+    def to_set_string(self) -> str:
+        """The whole config as one ``set`` value of ``key=value`` items (run_config).
+
+        A deployed run's config must reach every SuperNode, which cannot read the
+        coordinator's files; Flower's run_config carries it as this one string.
+        """
+        import tomli_w
+
+        items = []
+        for key, value in self.to_flat().items():
+            rendered = tomli_w.dumps({"v": value}).strip().removeprefix("v = ")
+            items.append(shlex.quote(f"{key}={rendered}"))
+        return " ".join(items)
 
 
 def _drop_none(value: Any) -> Any:

@@ -40,6 +40,9 @@ class ClientData:
     eval: Encoded | None
     client_id: str
 
+    def renamed(self, client_id: str) -> ClientData:
+        return ClientData(self.train, self.eval, client_id)
+
 
 def _demo_records(config: RunConfig, *, seed: int, num_examples: int) -> list[Record]:
     if config.model.task == "causal-lm":

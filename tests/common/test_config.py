@@ -108,3 +108,12 @@ def test_override_of_noise_source_replaces_the_files_other_source(tmp_path: Path
     path.write_text("[privacy]\ntarget-epsilon = 8.0\n")
     config = load_config(path, ["privacy.noise-multiplier=1.5"])
     assert config.privacy.noise_multiplier == 1.5 and config.privacy.target_epsilon is None
+
+
+def test_set_string_carries_the_whole_config_through_run_config() -> None:
+    """A deployed run ships its config as one `set` string; it round-trips exactly."""
+    config = load_config(
+        None, ["lora.target-modules=['query', \"value\"]", "data.labels=['a b', 'c']"]
+    )
+    again = from_run_config({"config-file": "", "set": config.to_set_string()})
+    assert again == config

@@ -1,0 +1,87 @@
+"""The node's audit log: one line for every message the node sends.
+
+Outermost Flower client mod, so it sees each reply exactly as it leaves (after SecAgg+
+masking): run, round, kind, the names, shapes and dtypes of every array, the names of
+every metric and config value, the byte count and the SHA-256 of the serialised content.
+An organisation can show from this file that nothing but adapter arrays and named metrics
+left its premises.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context, Message
+from flwr.common.serde import recorddict_to_proto
+
+AUDIT_PATH_KEY = "audit-log"
+
+
+def describe(message: Message) -> dict[str, Any]:
+    """What a message carries, without its values."""
+    content = message.content
+    payload = recorddict_to_proto(content).SerializeToString(deterministic=True)
+    arrays = [
+        {"record": rname, "name": aname, "shape": list(arr.shape), "dtype": arr.dtype}
+        for rname, record in content.array_records.items()
+        for aname, arr in record.items()
+    ]
+    metrics = {name: sorted(record.keys()) for name, record in content.metric_records.items()}
+    configs = {name: sorted(record.keys()) for name, record in content.config_records.items()}
+    return {
+        "arrays": arrays,
+        "metrics": metrics,
+        "configs": configs,
+        "bytes": len(payload),
+        "sha256": hashlib.sha256(payload).hexdigest(),
+    }
+
+
+def audit_line(message: Message, reply_to: Message) -> dict[str, Any]:
+    meta = reply_to.metadata
+    return {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "run": meta.run_id,
+        "round": meta.group_id,
+        "kind": meta.message_type,
+        "stage": _stage(reply_to),
+        "error": message.has_error(),
+        **(describe(message) if message.has_content() else {"bytes": 0}),
+    }
+
+
+def _stage(message: Message) -> str | None:
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+
+    if not message.has_content():
+        return None
+    record = message.content.config_records.get(RECORD_KEY_CONFIGS)
+    return None if record is None else str(record.get(Key.STAGE, ""))
+
+
+def append(path: Path, line: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(line, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def audit_mod(
+    msg: Message, ctxt: Context, call_next: Callable[[Message, Context], Message]
+) -> Message:
+    """Log every outgoing reply when the node config names an audit log."""
+    stage = _stage(msg)  # the request's stage names what the reply answers
+    reply = call_next(msg, ctxt)
+    target = ctxt.node_config.get(AUDIT_PATH_KEY)
+    if target:
+        line = audit_line(reply, msg)
+        line["stage"] = stage
+        append(Path(str(target)), line)
+    return reply

@@ -1,0 +1,87 @@
+"""Where a client's privacy ledger lives between rounds (and, on a node, between runs).
+
+In simulation the ledger is kept in the virtual node's Flower Context. On a real node it
+is a JSON file in the node's state folder, so ε composes over every round of every run
+the node ever joins; the file is locked while read-modify-written and replaced
+atomically, so a crash never leaves a torn ledger.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol
+
+from flwr.app import ConfigRecord, Context
+
+from common.errors import PrivatuneError
+from common.privacy.ledger import PrivacyLedger
+
+STATE_KEY = "privatune"
+
+
+class LedgerStore(Protocol):
+    def session(self, fresh: PrivacyLedger) -> Iterator[PrivacyLedger]: ...
+
+
+class ContextLedgerStore:
+    """The ledger in the node's persistent Flower Context (simulation)."""
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+
+    @contextmanager
+    def session(self, fresh: PrivacyLedger) -> Iterator[PrivacyLedger]:
+        record = self.context.state.config_records.get(STATE_KEY)
+        ledger = (
+            PrivacyLedger.from_json(str(record["ledger"]))
+            if record is not None and "ledger" in record
+            else fresh
+        )
+        yield ledger
+        self.context.state.config_records[STATE_KEY] = ConfigRecord({"ledger": ledger.to_json()})
+
+
+class FileLedgerStore:
+    """The ledger in a file on the node, shared by every run on that node."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @contextmanager
+    def session(self, fresh: PrivacyLedger) -> Iterator[PrivacyLedger]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_suffix(".lock")
+        with open(lock_path, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            ledger = self._read(fresh)
+            yield ledger
+            self._write(ledger)
+
+    def _read(self, fresh: PrivacyLedger) -> PrivacyLedger:
+        if not self.path.exists():
+            return fresh
+        try:
+            stored = PrivacyLedger.from_json(self.path.read_text(encoding="utf-8"))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PrivatuneError(
+                f"{self.path}: the privacy ledger is unreadable ({exc}); restore it from a "
+                "backup — training without it would under-count the privacy spent"
+            ) from exc
+        # The node's own budget applies, whatever budget an earlier run recorded.
+        stored.budget = fresh.budget
+        stored.stopped_for_budget = False
+        return stored
+
+    def _write(self, ledger: PrivacyLedger) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".ledger.")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(ledger.to_dict(), handle, indent=2)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)

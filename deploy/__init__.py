@@ -1,0 +1,1 @@
+"""Deployment: keys, coordinator and organisation processes, operator files."""

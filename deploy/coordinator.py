@@ -1,0 +1,133 @@
+"""The coordinator's processes: a TLS SuperLink with SuperNode authentication, and runs.
+
+Thin wrappers that build Flower's own command lines (``flower-superlink``, ``flwr``),
+with runtime dependency installation always off and Flower's home kept in the
+coordinator's state folder. The ServerApp of a run writes the same output folder as a
+simulation, on the coordinator's disk.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import tomli_w
+
+from common.config import APP_ROOT, CONFIG_FILE_KEY, OUTPUT_DIR_KEY, SET_KEY, RunConfig
+from common.errors import PrivatuneError
+
+CONNECTION = "privatune"  # the name of the SuperLink connection in Flower's config
+
+
+@dataclass(frozen=True)
+class Coordinator:
+    """Where the coordinator keeps its keys and state."""
+
+    keys: Path
+    state: Path
+
+    @property
+    def flwr_home(self) -> Path:
+        """Flower's home for the SuperLink process (apps, its own files)."""
+        return self.state / "superlink-home"
+
+    @property
+    def cli_home(self) -> Path:
+        """Flower's home for the coordinator's `flwr` commands (the connection config)."""
+        return self.state / "cli-home"
+
+    def require_keys(self) -> None:
+        missing = [
+            n for n in ("ca.crt", "server.pem", "server.key") if not (self.keys / n).is_file()
+        ]
+        if missing:
+            raise PrivatuneError(
+                f"--keys {self.keys}: missing {', '.join(missing)}; create them with "
+                f"`privatune keys server --out {self.keys} --host <this machine's name>`"
+            )
+
+
+def flower_env(home: Path) -> dict[str, str]:
+    """Environment for every Flower process we start: our venv first, no runtime installs."""
+    env = dict(os.environ)
+    env["FLWR_HOME"] = str(home.resolve())
+    env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def superlink_command(c: Coordinator, *, address: str, port: int) -> list[str]:
+    """flwr 1.41 serves the Fleet, Control and Runtime APIs on one HTTPS port."""
+    c.require_keys()
+    return [
+        "flower-superlink",
+        "--ssl-ca-certfile", str(c.keys / "ca.crt"),
+        "--ssl-certfile", str(c.keys / "server.pem"),
+        "--ssl-keyfile", str(c.keys / "server.key"),
+        "--enable-supernode-auth",
+        "--host", address,
+        "--port", str(port),
+        "--database", str(c.state / "superlink.db"),
+        "--disable-runtime-dependency-installation",
+    ]  # fmt: skip
+
+
+def write_connection(c: Coordinator, *, control_address: str) -> Path:
+    """Flower's CLI config: one TLS connection to this coordinator's Control API."""
+    c.cli_home.mkdir(parents=True, exist_ok=True)
+    path = c.cli_home / "config.toml"
+    config = {
+        "superlink": {
+            "default": CONNECTION,
+            CONNECTION: {
+                "address": control_address,
+                "root-certificates": str((c.keys / "ca.crt").resolve()),
+            },
+        }
+    }
+    path.write_text(tomli_w.dumps(config))
+    return path
+
+
+def register_command(public_key: Path) -> list[str]:
+    if not public_key.is_file():
+        raise PrivatuneError(f"{public_key}: no such public key file (an organisation's ORG.pub)")
+    return ["flwr", "supernode", "register", str(public_key), CONNECTION]
+
+
+def write_run_config(config: RunConfig, output: Path, folder: Path) -> Path:
+    """The run's Flower run_config as a TOML file: the whole config travels to every node."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "run_config.toml"
+    values = {
+        CONFIG_FILE_KEY: "",
+        SET_KEY: config.to_set_string(),
+        OUTPUT_DIR_KEY: str(output.resolve()),
+    }
+    path.write_text(tomli_w.dumps(values))
+    return path
+
+
+def run_command(run_config_file: Path) -> list[str]:
+    return [
+        "flwr",
+        "run",
+        str(APP_ROOT),
+        CONNECTION,
+        "--stream",
+        "--run-config",
+        str(run_config_file),
+    ]
+
+
+def execute(command: list[str], home: Path, *, check: bool = True) -> int:
+    """Run a Flower command in the foreground with our environment."""
+    completed = subprocess.run(command, env=flower_env(home), check=False)
+    if check and completed.returncode != 0:
+        raise PrivatuneError(
+            f"`{' '.join(command[:3])} ...` failed with exit {completed.returncode}"
+        )
+    return completed.returncode

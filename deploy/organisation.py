@@ -1,0 +1,65 @@
+"""An organisation's node: a Flower SuperNode bound to its local privacy policy.
+
+The node config file (client/policy.py) is validated before anything starts; the
+SuperNode then passes its path (and the audit log's) to every ClientApp process, which
+enforces the policy and keeps the ledger and audit log in the node's state folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tomli_w
+
+from client.audit import AUDIT_PATH_KEY
+from client.policy import NodePolicy, load_policy
+from common.errors import PrivatuneError
+
+NODE_CONFIG_FILE_KEY = "node-config-file"
+
+
+def check_files(ca: Path, key: Path) -> None:
+    if not ca.is_file():
+        raise PrivatuneError(f"--ca {ca}: no such file; ask the coordinator for ca.crt")
+    if not key.is_file():
+        raise PrivatuneError(
+            f"--key {key}: no such file; create it with `privatune keys node --out DIR --name ORG` "
+            "and send ORG.pub to the coordinator"
+        )
+
+
+def supernode_command(
+    *, superlink: str, ca: Path, key: Path, node_config: Path, port: int
+) -> tuple[list[str], NodePolicy]:
+    """The SuperNode command line for this organisation, after validating its node config."""
+    check_files(ca, key)
+    policy = resolved(load_policy(node_config))
+    Path(policy.state_dir).mkdir(parents=True, exist_ok=True)
+    # Client processes may run from another directory: hand them absolute paths only.
+    frozen = Path(policy.state_dir) / "node.resolved.toml"
+    frozen.write_text(tomli_w.dumps(policy.model_dump(by_alias=True)))
+    pairs = f'{NODE_CONFIG_FILE_KEY}="{frozen}" {AUDIT_PATH_KEY}="{policy.audit_path}"'
+    ca, key = ca.resolve(), key.resolve()
+    command = [
+        "flower-supernode",
+        "--superlink", superlink,
+        "--root-certificates", str(ca),
+        "--auth-supernode-private-key", str(key),
+        "--node-config", pairs,
+        "--port", str(port),
+    ]  # fmt: skip
+    return command, policy
+
+
+def resolved(policy: NodePolicy) -> NodePolicy:
+    """Relative paths in the node config are relative to where the node was started."""
+    return policy.model_copy(
+        update={
+            "data_path": str(Path(policy.data_path).resolve()),
+            "state_dir": str(Path(policy.state_dir).resolve()),
+        }
+    )
+
+
+def state_home(policy: NodePolicy) -> Path:
+    return Path(policy.state_dir) / "flwr-home"
