@@ -67,8 +67,9 @@ class PrivatuneClient(NumPyClient):
         from client.node import fit, refuse
         from client.privacy import new_ledger
 
-        if self.refusal is not None:
-            reply = refuse(self.data, parameters, self.refusal)
+        refusal = self.refusal or self._frozen_mismatch(config)
+        if refusal is not None:
+            reply = refuse(self.data, parameters, refusal)
             return reply.delta, reply.num_examples, reply.metrics
         fresh = new_ledger(self.config)
         if not self.config.privacy.enabled:
@@ -91,6 +92,16 @@ class PrivatuneClient(NumPyClient):
                 **_round_settings(config),
             )
         return reply.delta, reply.num_examples, reply.metrics
+
+    def _frozen_mismatch(self, config: dict) -> str | None:
+        """FFA-LoRA is exact only if this node's frozen A matrices equal the server's."""
+        expected = config.get(protocol.FROZEN_FINGERPRINT)
+        if expected is None or expected == self.runtime.frozen_fingerprint:
+            return None
+        return (
+            "the frozen LoRA A matrices on this node differ from the server's (FFA-LoRA needs "
+            "the same model, lora settings, training.seed and torch version everywhere)"
+        )
 
     def evaluate(self, parameters, config):  # type: ignore[no-untyped-def]
         from client.node import evaluate_adapter

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from common.adapters import AdapterSpec, adapter_spec, build_adapter_model
+from common.adapters import AdapterSpec, adapter_spec, build_adapter_model, frozen_fingerprint
 from common.config import RunConfig
 from common.data.pipeline import ClientData, client_data, run_labels
 from common.models import load_tokenizer
@@ -30,6 +30,7 @@ class Runtime:
     tokenizer: Any
     spec: AdapterSpec
     num_labels: int | None
+    frozen_fingerprint: str = ""
     preflight_done: bool = False
 
 
@@ -66,6 +67,7 @@ def get_runtime(config: RunConfig) -> Runtime:
                 tokenizer=load_tokenizer(config.model.path),
                 spec=adapter_spec(model),
                 num_labels=num_labels,
+                frozen_fingerprint=frozen_fingerprint(model),
             )
         return _RUNTIMES[key]
 

@@ -40,6 +40,19 @@ def make_optimizer(params: list[torch.nn.Parameter], config: TrainingConfig) -> 
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
 
 
+@torch.no_grad()
+def proximal_step(
+    params: list[torch.nn.Parameter], anchor: list[torch.Tensor], *, lr: float, mu: float
+) -> None:
+    """FedProx's proximal term as its own gradient step: w -= lr·mu·(w - w_global).
+
+    Taken after the (private) data step, it depends only on the global adapter, so it is
+    post-processing under DP and needs no per-sample gradients.
+    """
+    for param, start in zip(params, anchor, strict=True):
+        param.sub_(lr * mu * (param - start))
+
+
 def _endless(loader: DataLoader) -> Iterator[list[torch.Tensor]]:
     while True:
         yield from loader
@@ -61,6 +74,7 @@ def train_adapter(
     torch.manual_seed(seed)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
+    anchor = [p.detach().clone() for p in params] if config.proximal_mu > 0 else None
     optimizer = make_optimizer(params, config)
     if dp is None:
         generator = torch.Generator().manual_seed(seed)
@@ -84,14 +98,16 @@ def train_adapter(
             if batch[0].shape[0] == 0:
                 empty += 1
                 noise_only_step(optimizer)
-                continue
-            loss = per_example_losses(model, batch, task).mean()
-            loss.backward()
-            if check_per_sample and private is not None:
-                check_grad_samples(model)
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            seen += int(batch[0].shape[0])
+            else:
+                loss = per_example_losses(model, batch, task).mean()
+                loss.backward()
+                if check_per_sample and private is not None:
+                    check_grad_samples(model)
+                optimizer.step()
+                losses.append(float(loss.detach()))
+                seen += int(batch[0].shape[0])
+            if anchor is not None:
+                proximal_step(params, anchor, lr=config.lr, mu=config.proximal_mu)
         entries = private.entries() if private is not None else []
     mean_loss = float(sum(losses) / len(losses)) if losses else math.nan
     return TrainResult(mean_loss, steps, empty, seen, entries)

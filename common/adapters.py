@@ -78,8 +78,29 @@ def build_adapter_model(config: RunConfig, *, num_labels: int | None = None) -> 
             f"lora.target-modules: PEFT cannot adapt this model ({exc}); set "
             "lora.target-modules to names of its linear layers"
         ) from exc
+    if config.lora.variant == "ffa":
+        freeze_lora_a(model)
     model.train()
     return model
+
+
+def freeze_lora_a(model: Any) -> None:
+    """FFA-LoRA: A stays at its seeded initialisation everywhere, so only B is trained."""
+    for name, param in model.named_parameters():
+        if ".lora_A." in name:
+            param.requires_grad_(False)
+
+
+def frozen_fingerprint(model: Any) -> str:
+    """SHA-256 of every frozen LoRA matrix: FFA-LoRA is exact only if all parties share A."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, param in model.named_parameters():
+        if ".lora_A." in name and not param.requires_grad:
+            digest.update(name.encode())
+            digest.update(param.detach().cpu().numpy().astype(np.float32).tobytes())
+    return digest.hexdigest()
 
 
 def trainable_named_parameters(model: Any) -> list[tuple[str, Any]]:

@@ -113,6 +113,12 @@ class PartitionConfig(_Section):
 class LoraConfig(_Section):
     """The LoRA adapter trained on each client; only these weights are ever sent."""
 
+    variant: Literal["lora", "ffa"] = Field(
+        "lora",
+        description='"ffa" is FFA-LoRA: every A matrix stays frozen at its shared seeded '
+        "initialisation and only B (and the task head) is trained and sent, so averaging B is "
+        "exactly averaging the update B·A, with half the traffic.",
+    )
     r: PositiveInt = 8
     alpha: PositiveFloat = 16.0
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
@@ -133,6 +139,12 @@ class TrainingConfig(_Section):
         16, description="Expected batch size (with DP, the Poisson sampling rate is B/N)."
     )
     local_steps: PositiveInt = Field(10, description="Optimizer steps per round per client.")
+    proximal_mu: float = Field(
+        0.0,
+        ge=0.0,
+        description="FedProx: after every optimizer step the adapter is pulled towards the "
+        "round's global adapter by lr·mu·(w - w_global) (data-independent, so free under DP).",
+    )
     seed: int = 0
     threads: PositiveInt = Field(1, description="torch threads per client process.")
 

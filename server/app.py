@@ -17,6 +17,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from common import protocol
+from common.adapters import frozen_fingerprint
 from common.config import OUTPUT_DIR_KEY, RunConfig, from_run_config
 from common.data.pipeline import largest_train_split
 from server import central_dp, secagg
@@ -55,7 +56,7 @@ def run_server(grid: Grid, context: Context, config: RunConfig, output_dir: Path
         central_eval=server_model.evaluate,
         fixed_weight=config.equal_weights,
         wait_for_clients=fed.wait_for_clients,
-        extra_fit_config=_secagg_fit_config(settings),
+        extra_fit_config=_extra_fit_config(config, settings, server_model),
     )
     counting = CountingGrid(grid)
     book = RoundBook(config, outputs, server_model.save, secagg=settings)
@@ -89,14 +90,21 @@ def run_server(grid: Grid, context: Context, config: RunConfig, output_dir: Path
     return summary
 
 
-def _secagg_fit_config(settings: secagg.SecAggSettings | None) -> dict[str, float]:
-    """Tell clients the SecAgg+ range, so they can report values that would be clipped."""
-    if settings is None:
-        return {}
-    return {
-        protocol.SECAGG_CLIPPING_RANGE: settings.clipping_range,
-        protocol.SECAGG_MAX_WEIGHT: settings.max_weight,
-    }
+def _extra_fit_config(
+    config: RunConfig, settings: secagg.SecAggSettings | None, server_model: ServerModel
+) -> dict[str, float | str]:
+    """What every fit instruction carries besides the round number.
+
+    The SecAgg+ range lets clients report values that would be clipped; the fingerprint
+    of the frozen A matrices lets FFA-LoRA clients check they share the server's.
+    """
+    extra: dict[str, float | str] = {}
+    if settings is not None:
+        extra[protocol.SECAGG_CLIPPING_RANGE] = settings.clipping_range
+        extra[protocol.SECAGG_MAX_WEIGHT] = settings.max_weight
+    if config.lora.variant == "ffa":
+        extra[protocol.FROZEN_FINGERPRINT] = frozen_fingerprint(server_model.model)
+    return extra
 
 
 def summarise(history: list[dict[str, Any]], config: RunConfig, seconds: float) -> dict:
