@@ -174,6 +174,34 @@ class FederationConfig(_Section):
     )
 
 
+class ServerOptimizerConfig(_Section):
+    """How the server applies the round's mean delta (Reddi et al., adaptive FL).
+
+    Unset values take each optimiser's default (Flower's legacy strategies' defaults).
+    """
+
+    name: Literal["fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad"] = "fedavg"
+    lr: PositiveFloat | None = Field(
+        None, description="Server learning rate (fedavg/fedavgm: server_lr; others: eta)."
+    )
+    momentum: float | None = Field(None, ge=0.0, lt=1.0, description="fedavgm only.")
+    beta_1: float | None = Field(None, ge=0.0, lt=1.0, description="fedadam, fedyogi.")
+    beta_2: float | None = Field(None, ge=0.0, lt=1.0, description="fedadam, fedyogi.")
+    tau: PositiveFloat | None = Field(None, description="Adaptivity (fedadam/yogi/adagrad).")
+
+    def hyper(self) -> dict[str, float]:
+        """Keyword arguments for server/strategy/server_opt.py, only those that were set."""
+        lr_name = "server_lr" if self.name in ("fedavg", "fedavgm") else "eta"
+        values = {
+            lr_name: self.lr,
+            "server_momentum": self.momentum,
+            "beta_1": self.beta_1,
+            "beta_2": self.beta_2,
+            "tau": self.tau,
+        }
+        return {k: v for k, v in values.items() if v is not None}
+
+
 class PrivacyConfig(_Section):
     """Client-side DP-SGD (Opacus). The unit of privacy is one example."""
 
@@ -302,6 +330,7 @@ class RunConfig(_Section):
     federation: FederationConfig = Field(default_factory=FederationConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     central_dp: CentralDPConfig = Field(default_factory=CentralDPConfig)
+    server_optimizer: ServerOptimizerConfig = Field(default_factory=ServerOptimizerConfig)
     secure_aggregation: SecureAggregationConfig = Field(default_factory=SecureAggregationConfig)
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
 
@@ -325,6 +354,12 @@ class RunConfig(_Section):
             problems.append(
                 'model.path "default" (MiniLM, an encoder) supports only '
                 'model.task = "sequence-classification"; set model.path to a causal LM folder'
+            )
+        opt = self.server_optimizer
+        if self.central_dp.enabled and (opt.name != "fedavg" or opt.lr not in (None, 1.0)):
+            problems.append(
+                "central-dp adds its noise after the server update, calibrated for a plain "
+                "mean: use server-optimizer.name = fedavg with lr 1, or turn central-dp off"
             )
         if problems:
             raise ValueError("; ".join(problems))

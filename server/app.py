@@ -25,6 +25,7 @@ from server.model import ServerModel
 from server.outputs import RunOutputs
 from server.rounds import Next, RoundBook
 from server.strategy.registry import build_strategy
+from server.strategy.server_opt import build_server_optimizer
 from server.traffic import CountingGrid
 from server.workflow import default_fit_workflow, legacy_context, run_rounds
 
@@ -57,6 +58,9 @@ def run_server(grid: Grid, context: Context, config: RunConfig, output_dir: Path
         fixed_weight=config.equal_weights,
         wait_for_clients=fed.wait_for_clients,
         extra_fit_config=_extra_fit_config(config, settings, server_model),
+        server_optimizer=build_server_optimizer(
+            config.server_optimizer.name, **config.server_optimizer.hyper()
+        ),
     )
     counting = CountingGrid(grid)
     book = RoundBook(config, outputs, server_model.save, secagg=settings)

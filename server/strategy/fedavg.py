@@ -1,5 +1,8 @@
 """FedAvg on adapter deltas: the global adapter moves by the example-weighted mean delta.
 
+(How it moves is the server optimiser's business: plain addition for FedAvg, or FedAvgM,
+FedAdam, FedYogi, FedAdagrad from server_opt.py.)
+
 Clients send ``trained - received``; the server validates every update (names, shapes,
 finite values), averages the valid ones weighted by ``num_examples`` and adds the mean
 to the global adapter. Refusals (a client at its privacy budget) carry weight 0 and are
@@ -26,8 +29,9 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
 from common import protocol
-from common.adapters import AdapterSpec, add, check_arrays
+from common.adapters import AdapterSpec, check_arrays
 from common.errors import PrivatuneError, UpdateRejected
+from server.strategy.server_opt import FedAvgOpt, ServerOptimizer
 
 log = logging.getLogger("privatune.server")
 
@@ -69,6 +73,7 @@ class DeltaFedAvg(FedAvg):
         fixed_weight: bool = False,
         wait_for_clients: float = 300.0,
         extra_fit_config: dict[str, Scalar] | None = None,
+        server_optimizer: ServerOptimizer | None = None,
     ) -> None:
         fit_config: dict[str, Scalar] = dict(extra_fit_config or {})
         super().__init__(
@@ -89,6 +94,7 @@ class DeltaFedAvg(FedAvg):
         self.max_update_norm = max_update_norm
         self.fixed_weight = fixed_weight
         self.wait_for_clients = wait_for_clients
+        self.server_optimizer = server_optimizer or FedAvgOpt()
         self.records: dict[int, RoundRecord] = {}
 
     def record(self, server_round: int) -> RoundRecord:
@@ -141,7 +147,7 @@ class DeltaFedAvg(FedAvg):
         weights = [1.0 if self.fixed_weight else float(n) for _, n, _ in accepted]
         record["weights"] = [float(n) for _, n, _ in accepted]
         mean_delta = weighted_mean([d for d, _, _ in accepted], weights)
-        self.global_arrays = add(self.global_arrays, mean_delta)
+        self.global_arrays = self.server_optimizer.step(self.global_arrays, mean_delta)
         losses = [(m.get("train_loss"), n) for _, n, m in accepted]
         usable = [(float(v), n) for v, n in losses if isinstance(v, int | float) and np.isfinite(v)]
         if usable:

@@ -125,3 +125,31 @@ def test_update_norm_bound() -> None:
         1, [_fitres(big, 5), _fitres(small, 5), _fitres(small, 5)], []
     )
     assert params is not None and strategy.records[1]["num_rejected"] == 1
+
+
+def test_server_optimizer_moves_the_global_adapter() -> None:
+    """With FedAdam the global moves by FedAdam's step on the mean delta, not by the delta."""
+    from server.strategy.server_opt import FedAdam
+
+    rng = np.random.default_rng(6)
+    initial = _arrays(rng)
+    deltas = [_arrays(rng) for _ in range(2)]
+    oracle = FedAdam()
+    expected = oracle.step(initial, weighted_mean(deltas, [1.0, 3.0]))
+    strategy = _strategy(initial, server_optimizer=FedAdam())
+    params, _ = strategy.aggregate_fit(1, [_fitres(deltas[0], 1), _fitres(deltas[1], 3)], [])
+    for got, want in zip(parameters_to_ndarrays(params), expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    plain = [a + d for a, d in zip(initial, weighted_mean(deltas, [1.0, 3.0]), strict=True)]
+    assert not np.allclose(parameters_to_ndarrays(params)[0], plain[0])
+
+
+def test_central_dp_refuses_adaptive_server_optimizers() -> None:
+    """Central DP's noise is calibrated for a plain mean: FedAdam with it is a config error."""
+    from common.config import load_config
+    from common.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="server-optimizer.name = fedavg"):
+        load_config(None, ["central-dp.enabled=true", "server-optimizer.name='fedadam'"])
+    config = load_config(None, ["server-optimizer.name='fedadam'", "server-optimizer.lr=0.05"])
+    assert config.server_optimizer.hyper() == {"eta": 0.05}
