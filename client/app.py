@@ -11,6 +11,7 @@ four messages a round never touch the model.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 from flwr.app import Context
@@ -72,17 +73,9 @@ class PrivatuneClient(NumPyClient):
             reply = refuse(self.data, parameters, refusal)
             return reply.delta, reply.num_examples, reply.metrics
         fresh = new_ledger(self.config)
-        if not self.config.privacy.enabled:
-            reply = fit(
-                self.config,
-                self.runtime,
-                self.data,
-                parameters,
-                ledger=None,
-                **_round_settings(config),
-            )
-            return reply.delta, reply.num_examples, reply.metrics
-        with self.ledgers.session(fresh) as ledger:
+        # Without DP there is no ledger to open (and nothing to compose).
+        session = self.ledgers.session(fresh) if self.config.privacy.enabled else nullcontext()
+        with session as ledger:
             reply = fit(
                 self.config,
                 self.runtime,

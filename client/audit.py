@@ -28,7 +28,7 @@ def describe(message: Message) -> dict[str, Any]:
     content = message.content
     payload = recorddict_to_proto(content).SerializeToString(deterministic=True)
     arrays = [
-        {"record": rname, "name": aname, "shape": list(arr.shape), "dtype": arr.dtype}
+        {"record": rname, "name": aname, **_shape(arr)}
         for rname, record in content.array_records.items()
         for aname, arr in record.items()
     ]
@@ -43,6 +43,26 @@ def describe(message: Message) -> dict[str, Any]:
     }
 
 
+def _shape(array: Any) -> dict[str, Any]:
+    """Shape and dtype; legacy-layout arrays carry them inside their .npy bytes."""
+    if array.shape or not array.data:
+        return {"shape": list(array.shape), "dtype": array.dtype, "bytes": len(array.data)}
+    import io
+
+    import numpy as np
+
+    readers = {
+        (1, 0): np.lib.format.read_array_header_1_0,
+        (2, 0): np.lib.format.read_array_header_2_0,
+    }
+    try:
+        stream = io.BytesIO(array.data)
+        shape, _, dtype = readers[np.lib.format.read_magic(stream)](stream)
+    except (ValueError, KeyError):
+        return {"shape": [], "dtype": "bytes", "bytes": len(array.data)}
+    return {"shape": list(shape), "dtype": str(dtype), "bytes": len(array.data)}
+
+
 def audit_line(message: Message, reply_to: Message) -> dict[str, Any]:
     meta = reply_to.metadata
     return {
@@ -52,8 +72,21 @@ def audit_line(message: Message, reply_to: Message) -> dict[str, Any]:
         "kind": meta.message_type,
         "stage": _stage(reply_to),
         "error": message.has_error(),
-        **(describe(message) if message.has_content() else {"bytes": 0}),
+        **(_safe_describe(message) if message.has_content() else {"bytes": 0}),
     }
+
+
+def _safe_describe(message: Message) -> dict[str, Any]:
+    """Never let a bug in describing a message stop it being logged (bytes and hash)."""
+    try:
+        return describe(message)
+    except Exception as exc:  # noqa: BLE001 - the log line says what went wrong
+        payload = recorddict_to_proto(message.content).SerializeToString(deterministic=True)
+        return {
+            "describe_error": repr(exc),
+            "bytes": len(payload),
+            "sha256": hashlib.sha256(payload).hexdigest(),
+        }
 
 
 def _stage(message: Message) -> str | None:

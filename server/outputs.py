@@ -41,6 +41,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be read and shared
     os.replace(tmp, path)
 
 
@@ -79,6 +80,7 @@ class RunOutputs:
         """Write an adapter folder atomically (temporary folder, then rename)."""
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+        os.chmod(tmp, 0o755)
         save(tmp)
         if folder.exists():
             shutil.rmtree(folder)

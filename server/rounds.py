@@ -155,7 +155,8 @@ class RoundBook:
             return Next.CONTINUE
         sampled, refused = record.get("num_sampled", 0), record.get("num_refused", -1)
         if sampled > 0 and sampled == refused:
-            record["stopped"] = "every sampled client refused: privacy budgets exhausted"
+            reasons = "; ".join(record.get("refusals", [])) or "no reason given"
+            record["stopped"] = f"every sampled client refused to train ({reasons})"
             record["failed"] = False
             record.pop("error", None)
             log.warning("round %s: %s; ending the run early", rnd, record["stopped"])

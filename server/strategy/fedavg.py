@@ -128,6 +128,8 @@ class DeltaFedAvg(FedAvg):
         record = self.record(server_round)
         record["update_bytes"] = sum(parameters_nbytes(res.parameters) for _, res in results)
         accepted, refused, rejected = self._sort_results(server_round, results)
+        if refused:
+            record["refusals"] = sorted({str(m.get("refusal", "")) for m in refused})
         record.update(
             num_clients=len(accepted),
             num_refused=len(refused),
