@@ -62,6 +62,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from common.export import export
+
+    out = export(Path(args.run), Path(args.out), merge=args.merge, overwrite=args.overwrite)
+    kind = "merged model (plain transformers)" if args.merge else "PEFT adapter"
+    print(f"{kind}: {out}")
+    return 0
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     from common.config import load_config
 
@@ -98,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild report.html of a finished run")
     rep.add_argument("output", help="the run's output folder")
     rep.set_defaults(func=_cmd_report)
+
+    exp = sub.add_parser("export", help="write a run's global adapter, or the merged model")
+    exp.add_argument("run", help="the run's output folder")
+    exp.add_argument("--out", required=True, help="folder to write")
+    exp.add_argument("--merge", action="store_true", help="merge the adapter into the base")
+    exp.add_argument("--overwrite", action="store_true")
+    exp.set_defaults(func=_cmd_export)
 
     cfg = sub.add_parser("config", help="print the fully resolved config and exit")
     add_config_args(cfg)
