@@ -39,17 +39,18 @@ def _coordinator(args: argparse.Namespace) -> coord.Coordinator:
 def _coord_start(args: argparse.Namespace) -> int:
     c = _coordinator(args)
     c.state.mkdir(parents=True, exist_ok=True)
-    command = coord.superlink_command(c, address=args.address, port=args.port)
     own_host = "127.0.0.1" if args.address in ("0.0.0.0", "::") else args.address
+    superlink = coord.superlink_command(c, address=args.address, port=args.port)
+    superexec = coord.superexec_command(c, runtime_address=f"{own_host}:{args.port}")
     coord.write_connection(c, control_address=f"{own_host}:{args.port}")
     print(
         f"SuperLink on https://{args.address}:{args.port} (organisations connect here; "
-        f"node authentication on); state in {c.state}",
+        f"node authentication on; ServerApps run by a SuperExec holding "
+        f"{coord.superexec_secret(c)}); state in {c.state}",
         flush=True,
     )
     env = coord.flower_env(c.flwr_home)
-    os.execvpe(command[0], command, env)  # the SuperLink replaces this process
-    return 0  # pragma: no cover
+    return coord.supervise([superlink, superexec], env, ready_port=args.port)
 
 
 def _coord_register(args: argparse.Namespace) -> int:

@@ -59,6 +59,34 @@ def flower_env(home: Path) -> dict[str, str]:
     return env
 
 
+def superexec_secret(c: Coordinator) -> Path:
+    """The shared secret that lets only our own SuperExec take ServerApp tasks.
+
+    flwr 1.41 serves the Runtime API (where ServerApp processes fetch their tasks) on the
+    same public port as the Fleet API; with process isolation and this secret, a party
+    that can reach the port still cannot act as the ServerApp.
+    """
+    import secrets
+
+    path = c.state / "superexec.secret"
+    if not path.exists():
+        c.state.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return path
+
+
+def superexec_command(c: Coordinator, *, runtime_address: str) -> list[str]:
+    """The long-running SuperExec that starts ServerApp processes for the SuperLink."""
+    return [
+        "flower-superexec",
+        "--runtime-api-address", runtime_address,
+        "--root-certificates", str(c.keys / "ca.crt"),
+        "--superexec-auth-secret-file", str(superexec_secret(c)),
+    ]  # fmt: skip
+
+
 def superlink_command(c: Coordinator, *, address: str, port: int) -> list[str]:
     """flwr 1.41 serves the Fleet, Control and Runtime APIs on one HTTPS port."""
     c.require_keys()
@@ -68,6 +96,8 @@ def superlink_command(c: Coordinator, *, address: str, port: int) -> list[str]:
         "--ssl-certfile", str(c.keys / "server.pem"),
         "--ssl-keyfile", str(c.keys / "server.key"),
         "--enable-supernode-auth",
+        "--isolation", "process",
+        "--superexec-auth-secret-file", str(superexec_secret(c)),
         "--host", address,
         "--port", str(port),
         "--database", str(c.state / "superlink.db"),
@@ -121,6 +151,45 @@ def run_command(run_config_file: Path) -> list[str]:
         "--run-config",
         str(run_config_file),
     ]
+
+
+def supervise(commands: list[list[str]], env: dict[str, str], *, ready_port: int) -> int:
+    """Run the SuperLink and its SuperExec together; if either ends, end the other.
+
+    Returns the exit code of whichever ended first (SIGTERM/SIGINT end both cleanly).
+    """
+    import signal
+    import time
+
+    from deploy.local import wait_port
+
+    first = subprocess.Popen(commands[0], env=env)
+    procs = [first]
+    stop = {"requested": False}
+
+    def _terminate(*_: object) -> None:
+        stop["requested"] = True
+
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
+    try:
+        wait_port(ready_port, timeout=120)
+        procs.extend(subprocess.Popen(cmd, env=env) for cmd in commands[1:])
+        while not stop["requested"]:
+            ended = [p for p in procs if p.poll() is not None]
+            if ended:
+                return int(ended[0].returncode or 0)
+            time.sleep(0.5)
+        return 0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def execute(command: list[str], home: Path, *, check: bool = True) -> int:

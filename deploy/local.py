@@ -36,6 +36,48 @@ def wait_port(port: int, timeout: float = 60) -> None:
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
 
 
+def write_run_toml(
+    path: Path,
+    *,
+    clients: int,
+    rounds: int,
+    steps: int,
+    model_path: str = "default",
+    lr: float = 0.01,
+    batch_size: int = 16,
+) -> Path:
+    """A deployment run config: demo labels, DP at ε = 8 and SecAgg+ with fixed weights."""
+    from common.data.demo import DEMO_LABELS
+
+    labels = ", ".join(f'"{label}"' for label in DEMO_LABELS)
+    path.write_text(
+        f"""[model]
+path = "{model_path}"
+max-length = 32
+[data]
+labels = [{labels}]
+server-eval = ""
+[federation]
+num-clients = {clients}
+clients-per-round = {clients}
+min-clients = 2
+rounds = {rounds}
+wait-for-clients = 120
+[training]
+optimizer = "adam"
+lr = {lr}
+local-steps = {steps}
+batch-size = {batch_size}
+[privacy]
+target-epsilon = 8.0
+[secure-aggregation]
+enabled = true
+fixed-weight = true
+"""
+    )
+    return path
+
+
 @dataclass
 class LocalDeployment:
     """A coordinator and organisations in one folder, all on 127.0.0.1."""

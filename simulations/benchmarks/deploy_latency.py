@@ -17,41 +17,11 @@ import time
 from pathlib import Path
 
 from common.config import load_config
-from common.data.demo import DEMO_LABELS, make_demo_classification
-from deploy.local import LocalDeployment
+from common.data.demo import make_demo_classification
+from deploy.local import LocalDeployment, write_run_toml
 from simulations.run import simulate
 
 ORGS = ("org1", "org2")
-
-
-def _run_toml(folder: Path, rounds: int, steps: int) -> Path:
-    labels = ", ".join(f'"{label}"' for label in DEMO_LABELS)
-    path = folder / "run.toml"
-    path.write_text(
-        f"""
-[model]
-max-length = 32
-[data]
-labels = [{labels}]
-server-eval = ""
-[federation]
-num-clients = 2
-clients-per-round = 2
-min-clients = 2
-rounds = {rounds}
-[training]
-optimizer = "adam"
-lr = 0.03
-batch-size = 32
-local-steps = {steps}
-[privacy]
-target-epsilon = 8.0
-[secure-aggregation]
-enabled = true
-fixed-weight = true
-"""
-    )
-    return path
 
 
 def _median_round(folder: Path) -> tuple[float, list[float]]:
@@ -70,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = [{"text": r["text"], "label": r["label"]} for r in make_demo_classification(400, seed=3)]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        run_toml = _run_toml(root, rounds, steps)
+        run_toml = write_run_toml(
+            root / "run.toml", clients=2, rounds=rounds, steps=steps, lr=0.03, batch_size=32
+        )
         dep = LocalDeployment(root=root / "deployment")
         dep.root.mkdir()
         try:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from common.data.demo import DEMO_LABELS, make_demo_classification
-from deploy.local import LocalDeployment
+from common.data.demo import make_demo_classification
+from deploy.local import LocalDeployment, write_run_toml
 
 ORGS = ("org1", "org2", "org3")
 # What a node may ever send: SecAgg+ protocol values and our named metrics, no arrays.
@@ -55,36 +55,10 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDeploy
     assert all(p.poll() is not None for p in dep.processes)
 
 
-def _run_config(root: Path, tiny_bert: Path, *extra: str) -> Path:
-    path = root / "run.toml"
-    labels = ", ".join(f'"{label}"' for label in DEMO_LABELS)
-    path.write_text(
-        f"""
-[model]
-path = "{tiny_bert}"
-max-length = 32
-[data]
-labels = [{labels}]
-server-eval = ""
-[federation]
-num-clients = 3
-clients-per-round = 3
-min-clients = 2
-rounds = 2
-wait-for-clients = 120
-[training]
-optimizer = "adam"
-lr = 0.01
-local-steps = 2
-batch-size = 16
-[privacy]
-target-epsilon = 8.0
-[secure-aggregation]
-enabled = true
-fixed-weight = true
-"""
+def _run_config(root: Path, tiny_bert: Path) -> Path:
+    return write_run_toml(
+        root / "run.toml", clients=3, rounds=2, steps=2, model_path=str(tiny_bert)
     )
-    return path
 
 
 def _metrics(folder: Path) -> list[dict]:
