@@ -33,13 +33,15 @@ class PrivatuneClient(NumPyClient):
     """Adapter-only client; its ledger lives in the Context (simulation) or a node file."""
 
     def __init__(self, config: RunConfig, context: Context) -> None:
-        from client.ledger_store import ContextLedgerStore, FileLedgerStore
+        from client.ledger_store import ContextLedgerStore, FileLedgerStore, LedgerStore
         from client.policy import apply_policy, load_policy, violations
         from client.runtime import get_client_data, get_runtime
 
         node_config = context.node_config
         self.refusal: str | None = None
-        self.ledgers: Any = ContextLedgerStore(context)
+        self.run = str(context.run_id)
+        self.lifetime_budget: float | None = None
+        self.ledgers: LedgerStore = ContextLedgerStore(context)
         source = None
         if NODE_CONFIG_FILE_KEY in node_config:
             policy = load_policy(str(node_config[NODE_CONFIG_FILE_KEY]))
@@ -52,6 +54,7 @@ class PrivatuneClient(NumPyClient):
             self.refusal = "; ".join(problems) if problems else None
             config = apply_policy(policy, config)
             self.ledgers = FileLedgerStore(policy.ledger_path)
+            self.lifetime_budget = policy.max_epsilon
             source = policy.data_path
             self.client_id = policy.name
         partition = node_config.get(PARTITION_ID_KEY)
@@ -72,7 +75,7 @@ class PrivatuneClient(NumPyClient):
         if refusal is not None:
             reply = refuse(self.data, parameters, refusal)
             return reply.delta, reply.num_examples, reply.metrics
-        fresh = new_ledger(self.config)
+        fresh = new_ledger(self.config, lifetime_budget=self.lifetime_budget)
         # Without DP there is no ledger to open (and nothing to compose).
         session = self.ledgers.session(fresh) if self.config.privacy.enabled else nullcontext()
         with session as ledger:
@@ -82,6 +85,7 @@ class PrivatuneClient(NumPyClient):
                 self.data,
                 parameters,
                 ledger=ledger,
+                run=self.run,
                 **_round_settings(config),
             )
         return reply.delta, reply.num_examples, reply.metrics

@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -26,7 +26,9 @@ STATE_KEY = "privatune"
 
 
 class LedgerStore(Protocol):
-    def session(self, fresh: PrivacyLedger) -> Iterator[PrivacyLedger]: ...
+    """Opens the client's ledger for one round and saves it when the round ends."""
+
+    def session(self, fresh: PrivacyLedger) -> AbstractContextManager[PrivacyLedger]: ...
 
 
 class ContextLedgerStore:

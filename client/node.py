@@ -101,6 +101,7 @@ def fit(
     ledger: PrivacyLedger | None,
     clip_update_to: float | None = None,
     secagg_range: tuple[float, float] | None = None,
+    run: str = "",
 ) -> FitReply:
     """One round of local training; refuses (zero delta, weight 0) if over budget.
 
@@ -113,7 +114,7 @@ def fit(
     metrics: Metrics = {"client_id": data.client_id, "num_too_long": data.train.num_too_long}
     plan: RoundPlan | None = None
     if ledger is not None:
-        decided = plan_round(config, ledger, len(data.train))
+        decided = plan_round(config, ledger, len(data.train), run=run)
         if not isinstance(decided, RoundPlan):
             ledger.stopped_for_budget = True
             reply = refuse(data, global_arrays, decided.reason)
@@ -131,7 +132,7 @@ def fit(
     )
     if ledger is not None:
         for entry in result.privacy_entries:
-            ledger.record(entry)
+            ledger.record(entry, run=run)
         metrics.update(_privacy_metrics(ledger))
         assert plan is not None
         metrics.update(noise_multiplier=plan.entry[0], sample_rate=plan.entry[1])

@@ -81,12 +81,12 @@ def violations(policy: NodePolicy, config: RunConfig) -> list[str]:
 
 
 def apply_policy(policy: NodePolicy, config: RunConfig) -> RunConfig:
-    """The run config as this node will train it: its own budget caps the server's."""
-    budget = config.privacy.budget
-    capped = policy.max_epsilon if budget is None else min(budget, policy.max_epsilon)
+    """The run config as this node will train it, on its own data, with its noise floor.
+
+    The node's lifetime budget (max-epsilon) is enforced by its ledger, next to the run's
+    own budget (client/privacy.py).
+    """
     floor = max(config.privacy.min_noise_multiplier, policy.min_noise_multiplier)
-    privacy = config.privacy.model_copy(
-        update={"budget_epsilon": capped, "min_noise_multiplier": floor}
-    )
+    privacy = config.privacy.model_copy(update={"min_noise_multiplier": floor})
     data = config.data.model_copy(update={"source": policy.data_path})
     return config.model_copy(update={"privacy": privacy, "data": data})

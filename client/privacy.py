@@ -13,7 +13,7 @@ from functools import lru_cache
 from client.dp import DPSettings
 from common.config import RunConfig
 from common.privacy.calibrate import noise_for_target, poisson_sample_rate
-from common.privacy.ledger import Entry, PrivacyLedger
+from common.privacy.ledger import Entry, PrivacyLedger, compute_epsilon
 
 
 @dataclass(frozen=True)
@@ -44,12 +44,21 @@ def noise_multiplier(config: RunConfig, sample_rate: float) -> float:
     return _calibrated(privacy.target_epsilon, privacy.delta, sample_rate, max_steps)
 
 
-def new_ledger(config: RunConfig) -> PrivacyLedger:
-    return PrivacyLedger(delta=config.privacy.delta, budget=config.privacy.budget)
+def new_ledger(config: RunConfig, *, lifetime_budget: float | None = None) -> PrivacyLedger:
+    """An empty ledger; its budget is the node's lifetime ε (in simulation: the run's)."""
+    budget = config.privacy.budget if lifetime_budget is None else lifetime_budget
+    return PrivacyLedger(delta=config.privacy.delta, budget=budget)
 
 
-def plan_round(config: RunConfig, ledger: PrivacyLedger, num_examples: int) -> RoundPlan | Refusal:
-    """The DP settings of the next round, or a refusal if it would exceed the budget."""
+def plan_round(
+    config: RunConfig, ledger: PrivacyLedger, num_examples: int, *, run: str = ""
+) -> RoundPlan | Refusal:
+    """The DP settings of the next round, or a refusal if it would exceed a budget.
+
+    Two budgets hold at once: the run's own (``privacy.budget-epsilon`` or its target, over
+    the entries this run added) and the ledger's (on a node: its lifetime ε, over every
+    run it ever joined).
+    """
     q = poisson_sample_rate(num_examples, config.training.batch_size)
     sigma = noise_multiplier(config, q)
     if sigma < config.privacy.min_noise_multiplier:
@@ -58,6 +67,13 @@ def plan_round(config: RunConfig, ledger: PrivacyLedger, num_examples: int) -> R
             f"{config.privacy.min_noise_multiplier} (policy min-noise-multiplier)"
         )
     entry: Entry = (sigma, q, config.training.local_steps)
+    run_budget = config.privacy.budget
+    if run_budget is not None:
+        this_run = compute_epsilon([*ledger.run_history(run), entry], ledger.delta)
+        if this_run > run_budget:
+            return Refusal(
+                f"run privacy budget: this run's ε would reach {this_run:.3f} > {run_budget:.3f}"
+            )
     if not ledger.allows(entry):
         after = ledger.epsilon_if([entry])
         return Refusal(

@@ -40,6 +40,7 @@ class PrivacyLedger:
     budget: float | None = None
     history: list[Entry] = field(default_factory=list)
     stopped_for_budget: bool = False
+    runs: list[str] = field(default_factory=list)  # the run each history entry belongs to
 
     @property
     def epsilon(self) -> float:
@@ -57,9 +58,17 @@ class PrivacyLedger:
         """Whether running ``entry`` keeps ε within the budget."""
         return self.budget is None or self.epsilon_if([entry]) <= self.budget
 
-    def record(self, entry: Entry) -> None:
+    def record(self, entry: Entry, *, run: str = "") -> None:
         sigma, q, steps = entry
         self.history.append((float(sigma), float(q), int(steps)))
+        self.runs.append(run)
+
+    def run_history(self, run: str) -> list[Entry]:
+        """The entries one run added (a node's ledger holds every run it joined)."""
+        return [e for e, r in zip(self.history, self._run_ids(), strict=True) if r == run]
+
+    def _run_ids(self) -> list[str]:
+        return self.runs + [""] * (len(self.history) - len(self.runs))
 
     # ---------------------------------------------------------------- storage
 
@@ -72,6 +81,7 @@ class PrivacyLedger:
             "budget": self.budget,
             "steps": self.total_steps,
             "stopped_for_budget": self.stopped_for_budget,
+            "runs": self._run_ids(),
         }
 
     def to_json(self) -> str:
@@ -84,6 +94,7 @@ class PrivacyLedger:
             budget=None if data.get("budget") is None else float(data["budget"]),
             history=[(float(s), float(q), int(n)) for s, q, n in data.get("history", [])],
             stopped_for_budget=bool(data.get("stopped_for_budget", False)),
+            runs=[str(r) for r in data.get("runs", [])],
         )
 
     @classmethod
