@@ -7,7 +7,6 @@ for the update, per-example autograd for the per-sample gradients, the DP-SGD fo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +48,7 @@ HOOK_DICTS = (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """One torch thread, as client processes run (training.threads defaults to 1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(model_path: Path, *extra: str) -> RunConfig:
