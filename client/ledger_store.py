@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Protocol
 
 from flwr.app import ConfigRecord, Context
 
+from common.atomic import write_text_atomic
 from common.errors import PrivatuneError
 from common.privacy.ledger import PrivacyLedger
 
@@ -81,9 +80,4 @@ class FileLedgerStore:
         return stored
 
     def _write(self, ledger: PrivacyLedger) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".ledger.")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(ledger.to_dict(), handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, json.dumps(ledger.to_dict(), indent=2), mode=0o600)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import re
 import stat
 from collections.abc import Sequence
@@ -35,6 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from common.atomic import write_bytes_atomic
 from common.errors import PrivatuneError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -389,17 +389,9 @@ def _write_file(path: Path, data: bytes, mode: int) -> None:
     The temporary file is created with the final mode, so a private key is never
     briefly world-readable, and the rename means a crash never leaves a truncated key.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        try:
-            os.fchmod(fd, mode)  # the umask may have removed bits we want (0644)
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_bytes_atomic(path, data, mode=mode)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise PrivatuneError(
             f"cannot write {path} ({err.strerror}): check the directory's permissions"
         ) from err

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from common.atomic import write_text_atomic
+
 CONFIG_FILE = "config.resolved.toml"
 METRICS_FILE = "metrics.jsonl"
 LEDGER_FILE = "privacy_ledger.json"
@@ -34,15 +36,6 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     return value
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are meant to be read and shared
-    os.replace(tmp, path)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

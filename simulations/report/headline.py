@@ -1,0 +1,117 @@
+"""The few figures at the top of the report that say whether the run worked."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from simulations.report.inputs import RunData, is_number, ledger_clients
+
+Series = tuple[list[int], list[float]]  # (rounds, values) of one metric
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The few figures that say whether the run worked, computed once for the page."""
+
+    rounds_completed: int
+    rounds_run: int
+    failed_rounds: list[int]
+    accuracy_key: str | None
+    final_round: int | None
+    final_accuracy: float | None
+    baseline_accuracy: float | None
+    epsilon_max: float | None
+    delta: float | None
+    dp_ran: bool
+    secagg: bool | None
+
+
+def metric_series(rounds: Sequence[Mapping[str, Any]], key: str) -> Series:
+    """(rounds, values) for the rounds that have a numeric ``key``."""
+    pairs = [(r["round"], float(r[key])) for r in rounds if is_number(r.get(key))]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def accuracy_key(rounds: Sequence[Mapping[str, Any]]) -> str | None:
+    """Server-side accuracy when the run has it; else the clients' federated accuracy."""
+    for key in ("eval_accuracy", "fed_eval_accuracy"):
+        if any(r["round"] > 0 and is_number(r.get(key)) for r in rounds):
+            return key
+    return None
+
+
+def baseline_value(rounds: Sequence[Mapping[str, Any]], key: str | None) -> float | None:
+    """Round 0 is the untrained adapter: the bar training has to clear."""
+    if key is None:
+        return None
+    zero = next((r for r in rounds if r["round"] == 0), None)
+    return float(zero[key]) if zero is not None and is_number(zero.get(key)) else None
+
+
+def ledger_delta(ledger: Mapping[str, Any] | None) -> float | None:
+    if ledger is None:
+        return None
+    delta = ledger.get("delta")
+    if is_number(delta):
+        return float(delta)
+    deltas = [c.get("delta") for c in ledger_clients(ledger).values()]
+    return max((float(d) for d in deltas if is_number(d)), default=None)
+
+
+def _final_epsilon(
+    rounds: Sequence[Mapping[str, Any]], ledger: Mapping[str, Any] | None
+) -> float | None:
+    """The latest ε max logged; the ledger's largest ε when the metrics lack it."""
+    _, values = metric_series(rounds, "epsilon_max")
+    if values:
+        return values[-1]
+    epsilons = [c.get("epsilon") for c in ledger_clients(ledger).values()]
+    return max((float(e) for e in epsilons if is_number(e)), default=None)
+
+
+def _config_flag(config: Mapping[str, Any] | None, section: str) -> bool | None:
+    """``[section] enabled`` from the resolved config, in kebab- or snake-case."""
+    if config is None:
+        return None
+    table = config.get(section) or config.get(section.replace("-", "_"))
+    value = table.get("enabled") if isinstance(table, Mapping) else None
+    return value if isinstance(value, bool) else None
+
+
+def _secagg(data: RunData) -> bool | None:
+    flags = [r["secagg"] for r in data.rounds if isinstance(r.get("secagg"), bool)]
+    if flags:
+        return flags[-1]
+    return _config_flag(data.config, "secure-aggregation")
+
+
+def failed_rounds(data: RunData) -> list[int]:
+    return [r["round"] for r in data.rounds if r.get("failed") is True]
+
+
+def compute_headline(data: RunData) -> Headline:
+    """Prefer the metrics (what happened per round), fall back to ledger and config."""
+    rounds = data.rounds
+    trained = [r for r in rounds if r["round"] > 0]
+    failed = failed_rounds(data)
+    key = accuracy_key(rounds)
+    final_round, final_acc = None, None
+    if key is not None:
+        xs, ys = metric_series(trained, key)
+        final_round, final_acc = xs[-1], ys[-1]
+    epsilon = _final_epsilon(rounds, data.ledger)
+    return Headline(
+        rounds_completed=len(trained) - len([r for r in failed if r > 0]),
+        rounds_run=len(trained),
+        failed_rounds=failed,
+        accuracy_key=key,
+        final_round=final_round,
+        final_accuracy=final_acc,
+        baseline_accuracy=baseline_value(rounds, key),
+        epsilon_max=epsilon,
+        delta=ledger_delta(data.ledger),
+        dp_ran=data.ledger is not None or epsilon is not None,
+        secagg=_secagg(data),
+    )
