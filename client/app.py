@@ -6,7 +6,9 @@ aggregation a switch rather than a second code path.
 
 Imports of torch, transformers and the training code happen inside the calls that need
 them: a deployed SuperNode starts a fresh process per message, and three of SecAgg+'s
-four messages a round never touch the model.
+four messages a round never touch the model. On a node started with
+``privatune node start`` even the training message stays light: it is forwarded to the
+node's long-lived worker (client/worker.py), which keeps the model loaded across rounds.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from client.audit import audit_mod
 from client.secagg import secagg_when_requested
+from client.worker import WorkerAddress, WorkerClient
 from common import protocol
 from common.config import RunConfig, from_run_config
 
@@ -132,6 +135,9 @@ def make_client_app(config: RunConfig | None = None, extra_mods: list | None = N
             # `flwr run` decides the number of virtual nodes; partition the data for them.
             federation = run_config.federation.model_copy(update={"num_clients": int(partitions)})
             run_config = run_config.model_copy(update={"federation": federation})
+        worker = WorkerAddress.from_node_config(context.node_config)
+        if worker is not None:  # a deployed node with a warm worker (client/worker.py)
+            return WorkerClient(run_config, context, worker).to_client()
         return PrivatuneClient(run_config, context).to_client()
 
     # Mods run outermost first: the audit log sees exactly what leaves the node; SecAgg+

@@ -41,6 +41,12 @@ class NodePolicy(BaseModel):
     require_secure_aggregation: bool = Field(
         False, description="Refuse to send an update that is not securely aggregated."
     )
+    warm_worker: bool = Field(
+        True,
+        description="Train in one long-lived worker process that keeps the model loaded "
+        "across rounds (client/worker.py); false trains in the fresh process Flower starts "
+        "for every message, which re-imports torch and reloads the model each round.",
+    )
 
     @property
     def ledger_path(self) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import time
@@ -11,6 +12,8 @@ from pathlib import Path
 from common.errors import PrivatuneError
 from deploy import coordinator as coord
 from deploy import organisation as org
+from deploy.local import wait_port
+from deploy.supervise import supervise
 
 
 def _keys_server(args: argparse.Namespace) -> int:
@@ -50,7 +53,8 @@ def _coord_start(args: argparse.Namespace) -> int:
         flush=True,
     )
     env = coord.flower_env(c.flwr_home)
-    return coord.supervise([superlink, superexec], env, ready_port=args.port)
+    ready = functools.partial(wait_port, args.port, timeout=120)
+    return supervise([superlink, superexec], env, ready=ready)
 
 
 def _coord_register(args: argparse.Namespace) -> int:
@@ -92,10 +96,17 @@ def _node_start(args: argparse.Namespace) -> int:
     print(
         f"node {policy.name}: data {policy.data_path}; ledger {policy.ledger_path}; "
         f"audit log {policy.audit_path}; DP required: {policy.require_dp}; "
-        f"max ε {policy.max_epsilon}"
+        f"max ε {policy.max_epsilon}; warm worker: {policy.warm_worker}",
+        flush=True,
     )
-    os.execvpe(command[0], command, coord.flower_env(org.state_home(policy)))
-    return 0  # pragma: no cover
+    env = coord.flower_env(org.state_home(policy))
+    if not policy.warm_worker:
+        os.execvpe(command[0], command, env)
+    from client.worker import wait_ready
+
+    worker = org.worker_address(policy)
+    ready = functools.partial(wait_ready, worker)
+    return supervise([org.worker_command(policy), command], env, ready=ready)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

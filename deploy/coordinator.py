@@ -55,6 +55,9 @@ def flower_env(home: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["FLWR_HOME"] = str(home.resolve())
     env["FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION"] = "1"
+    # The SuperExec looks for work to launch once a second by default; every message of a
+    # round waits for that poll, so a 0.1 s poll takes ~0.45 s off each message on average.
+    env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.1")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
 
@@ -151,45 +154,6 @@ def run_command(run_config_file: Path) -> list[str]:
         "--run-config",
         str(run_config_file),
     ]
-
-
-def supervise(commands: list[list[str]], env: dict[str, str], *, ready_port: int) -> int:
-    """Run the SuperLink and its SuperExec together; if either ends, end the other.
-
-    Returns the exit code of whichever ended first (SIGTERM/SIGINT end both cleanly).
-    """
-    import signal
-    import time
-
-    from deploy.local import wait_port
-
-    first = subprocess.Popen(commands[0], env=env)
-    procs = [first]
-    stop = {"requested": False}
-
-    def _terminate(*_: object) -> None:
-        stop["requested"] = True
-
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGINT, _terminate)
-    try:
-        wait_port(ready_port, timeout=120)
-        procs.extend(subprocess.Popen(cmd, env=env) for cmd in commands[1:])
-        while not stop["requested"]:
-            ended = [p for p in procs if p.poll() is not None]
-            if ended:
-                return int(ended[0].returncode or 0)
-            time.sleep(0.5)
-        return 0
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 def execute(command: list[str], home: Path, *, check: bool = True) -> int:

@@ -2,17 +2,21 @@
 
 The node config file (client/policy.py) is validated before anything starts; the
 SuperNode then passes its path (and the audit log's) to every ClientApp process, which
-enforces the policy and keeps the ledger and audit log in the node's state folder.
+enforces the policy and keeps the ledger and audit log in the node's state folder. Unless
+the node config says ``warm-worker = false``, a long-lived worker process (client/worker.py)
+does the training, so a round does not pay for importing torch and loading the model.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import tomli_w
 
 from client.audit import AUDIT_PATH_KEY
 from client.policy import NodePolicy, load_policy
+from client.worker import WorkerAddress
 from common.errors import PrivatuneError
 
 NODE_CONFIG_FILE_KEY = "node-config-file"
@@ -39,6 +43,8 @@ def supernode_command(
     frozen = Path(policy.state_dir) / "node.resolved.toml"
     frozen.write_text(tomli_w.dumps(policy.model_dump(by_alias=True)))
     pairs = f'{NODE_CONFIG_FILE_KEY}="{frozen}" {AUDIT_PATH_KEY}="{policy.audit_path}"'
+    if policy.warm_worker:
+        pairs += " " + worker_address(policy).node_config_pairs()
     ca, key = ca.resolve(), key.resolve()
     command = [
         "flower-supernode",
@@ -49,6 +55,15 @@ def supernode_command(
         "--port", str(port),
     ]  # fmt: skip
     return command, policy
+
+
+def worker_address(policy: NodePolicy) -> WorkerAddress:
+    return WorkerAddress.in_state_dir(policy.state_dir)
+
+
+def worker_command(policy: NodePolicy) -> list[str]:
+    """The node's warm worker (client/worker.py), in this Python environment."""
+    return [sys.executable, "-m", "client.worker", "--state-dir", str(policy.state_dir)]
 
 
 def resolved(policy: NodePolicy) -> NodePolicy:
