@@ -47,7 +47,8 @@ def supernode_command(
         pairs += " " + worker_address(policy).node_config_pairs()
     ca, key = ca.resolve(), key.resolve()
     command = [
-        "flower-supernode",
+        sys.executable, "-m", "deploy.supernode",  # flower-supernode, shorter idle poll
+        "--poll-interval", str(policy.poll_interval),
         "--superlink", superlink,
         "--root-certificates", str(ca),
         "--auth-supernode-private-key", str(key),
