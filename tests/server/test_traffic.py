@@ -1,0 +1,59 @@
+"""CountingGrid: Flower's push-then-pull loop with a short poll, counting bytes both ways."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+from typing import Any
+
+from server.traffic import REPLY_POLL_INTERVAL, CountingGrid
+
+
+class _SlowGrid:
+    """Replies to message i become available on the (i+1)-th pull (nodes answer in turn)."""
+
+    def __init__(self) -> None:
+        self.pulls = 0
+
+    def push_messages(self, messages: Any) -> list[str]:
+        return [f"m{i}" for i, _ in enumerate(messages)]
+
+    def pull_messages(self, ids: Any) -> list[Any]:
+        self.pulls += 1
+        ready = {f"m{i}" for i in range(self.pulls)} & set(ids)
+        return [_reply(mid) for mid in sorted(ready)]
+
+
+def _reply(mid: str) -> Any:
+    return SimpleNamespace(
+        metadata=SimpleNamespace(reply_to_message_id=mid), has_content=lambda: False
+    )
+
+
+def _message() -> Any:
+    return SimpleNamespace(has_content=lambda: False)
+
+
+def test_every_reply_is_collected_once_with_a_short_poll() -> None:
+    inner = _SlowGrid()
+    grid = CountingGrid(inner)  # type: ignore[arg-type]
+    start = time.monotonic()
+    replies = list(grid.send_and_receive([_message() for _ in range(3)], timeout=30))
+    elapsed = time.monotonic() - start
+    assert sorted(r.metadata.reply_to_message_id for r in replies) == ["m0", "m1", "m2"]
+    assert inner.pulls == 3
+    # Two waits between three pulls: about 2 × 0.1 s, where Flower's HttpGrid waits 2 × 3 s.
+    assert 2 * REPLY_POLL_INTERVAL <= elapsed < 2.0
+
+
+def test_timeout_returns_the_replies_so_far() -> None:
+    class _Silent(_SlowGrid):
+        def pull_messages(self, ids: Any) -> list[Any]:
+            self.pulls += 1
+            return [_reply("m0")] if self.pulls == 1 else []
+
+    grid = CountingGrid(_Silent())  # type: ignore[arg-type]
+    start = time.monotonic()
+    replies = list(grid.send_and_receive([_message(), _message()], timeout=0.5))
+    assert [r.metadata.reply_to_message_id for r in replies] == ["m0"]
+    assert 0.5 <= time.monotonic() - start < 2.0
