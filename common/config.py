@@ -210,7 +210,9 @@ class FederationConfig(_Section):
         None,
         description="The server rejects an update whose serialised arrays exceed this many "
         "bytes before decoding them. None: the largest a valid adapter update can be (float64 "
-        "values plus array headers). Flower's own gRPC limit is 2 GiB per message.",
+        "values plus array headers). Flower's own gRPC limit is 2 GiB per message. Under "
+        "secure aggregation the server checks only the unmasked sum, which arrives as float64 "
+        "(8 bytes a value).",
     )
 
 

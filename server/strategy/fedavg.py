@@ -141,6 +141,8 @@ class DeltaFedAvg(FedAvg):
         accepted, refused, rejected = self._sort_results(server_round, results)
         if refused:
             record["refusals"] = sorted({str(m.get("refusal", "")) for m in refused})
+        if rejected:
+            record["rejections"] = rejected  # client and reason, for metrics.jsonl
         record.update(
             num_clients=len(accepted),
             num_refused=len(refused),
@@ -185,7 +187,9 @@ class DeltaFedAvg(FedAvg):
                 arrays = self._validated(res, who)
             except UpdateRejected as exc:
                 log.error("round %s: update rejected: %s", server_round, exc)
-                rejected.append({"client_id": metrics.get("client_id"), "reason": str(exc)})
+                rejected.append(
+                    {"client_id": str(metrics.get("client_id", "?")), "reason": str(exc)}
+                )
                 continue
             accepted.append((arrays, int(res.num_examples), metrics))
         return accepted, refused, rejected

@@ -184,6 +184,9 @@ def test_bad_update_is_rejected_and_the_rest_aggregated(
     assert params is not None
     record = strategy.records[1]
     assert record["num_rejected"] == int(bad.rejected)
+    if bad.rejected:
+        ((client, reason),) = [(r["client_id"], r["reason"]) for r in record["rejections"]]
+        assert client == "evil" and bad.reason in reason
     assert "evil" in caplog.text and bad.reason in caplog.text, caplog.text
     contributors = list(zip(good, GOOD_WEIGHTS, strict=True))
     if not bad.rejected:
