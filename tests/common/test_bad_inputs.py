@@ -406,3 +406,25 @@ def test_unreadable_config_json(tiny_bert: Path, tmp_path: Path) -> None:
             resolve_model_dir(str(folder))
     finally:
         (folder / "config.json").chmod(0o600)
+
+
+def test_bad_input_with_overwrite_keeps_the_previous_run(
+    tiny_bert: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--overwrite replaces a run only once the new inputs are known to be good."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"round": 0}\n')
+    bad = tmp_path / "d.jsonl"
+    bad.write_text('{"text": "a", "label": }\n')
+    code = main(
+        [
+            "simulate",
+            *_sets(f"model.path='{tiny_bert}'", f"data.source='{bad}'", *DATA_BASE),
+            "--output",
+            str(out),
+            "--overwrite",
+        ]
+    )
+    assert code == 2 and "d.jsonl:1: malformed JSON" in capsys.readouterr().err
+    assert (out / "metrics.jsonl").read_text() == '{"round": 0}\n'
