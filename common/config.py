@@ -10,13 +10,21 @@ work starts, and reports *all* problems at once with the key that is wrong.
 from __future__ import annotations
 
 import difflib
+import re
 import shlex
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from common.errors import ConfigError
 
@@ -34,6 +42,9 @@ class _Section(BaseModel):
         populate_by_name=True,
         validate_assignment=True,
         frozen=False,
+        # NaN and infinity are never meaningful settings (an infinite ε or lr would only
+        # fail later, deep inside a library): reject them here, naming the key.
+        allow_inf_nan=False,
     )
 
 
@@ -81,6 +92,22 @@ class DataConfig(_Section):
         description="The class labels, in id order. Needed on real nodes (each sees only its "
         "own rows); in simulation the default is every label found in data.source.",
     )
+
+    @field_validator("labels")
+    @classmethod
+    def _distinct_labels(cls, labels: list[str] | None) -> list[str] | None:
+        """Labels map to class ids by position: a repeat would silently merge two ids."""
+        if labels is None:
+            return None
+        repeated = sorted({x for x in labels if labels.count(x) > 1})
+        if repeated:
+            raise ValueError(f"labels {repeated} appear more than once; list each class once")
+        if any(not x.strip() for x in labels):
+            raise ValueError("labels must be non-empty strings")
+        if len(labels) < 2:
+            raise ValueError("a classifier needs at least two labels; list every class")
+        return labels
+
     demo_examples: PositiveInt = Field(
         2000, description="Rows the demo generator makes (classification)."
     )
@@ -171,6 +198,21 @@ class FederationConfig(_Section):
         300.0,
         description="Seconds the server waits for clients-per-round nodes to connect before "
         "it fails with a clear error.",
+    )
+    max_update_norm: PositiveFloat | None = Field(
+        None,
+        description="The server rejects (and logs, naming the client) any update whose L2 "
+        "norm exceeds this, so one broken or malicious client cannot drag the global adapter "
+        "away. None: no bound. Under secure aggregation the server sees only the sum, so the "
+        "bound applies to the aggregate.",
+    )
+    max_update_bytes: PositiveInt | None = Field(
+        None,
+        description="The server rejects an update whose serialised arrays exceed this many "
+        "bytes before decoding them. None: the largest a valid adapter update can be (float64 "
+        "values plus array headers). Flower's own gRPC limit is 2 GiB per message. Under "
+        "secure aggregation the server checks only the unmasked sum, which arrives as float64 "
+        "(8 bytes a value).",
     )
 
 
@@ -418,6 +460,7 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, A
 def _unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for dotted, value in flat.items():
+        dotted = str(dotted)
         parts = dotted.split(".")
         node = tree
         for part in parts[:-1]:
@@ -449,6 +492,8 @@ def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 def _describe(error: Mapping[str, Any]) -> str:
     key = ".".join(_kebab(str(p)) for p in error["loc"]) or "(top level)"
+    if error["loc"] and not re.fullmatch(r"[\w.-]+", key):
+        key = repr(key)  # a blank or odd key must still be visible: ' ': unknown key
     kind = error["type"]
     if kind == "extra_forbidden":
         section, _, leaf = key.rpartition(".")
@@ -487,11 +532,16 @@ def parse_override(item: str) -> tuple[str, Any]:
     key = _kebab(key.strip())
     if not key:
         raise ConfigError([f"--set {item!r}: empty key"])
+    if any(not part for part in key.split(".")):
+        raise ConfigError(
+            [f"--set {item!r}: key {key!r} has an empty part; write section.key=value"]
+        )
     try:
-        value = tomllib.loads(f"v = {raw}")["v"]
+        parsed = tomllib.loads(f"v = {raw}")
     except tomllib.TOMLDecodeError:
-        value = raw
-    return key, value
+        return key, raw
+    # "1\nx = 2" parses as two TOML keys: that is not one value, so it stays a string.
+    return key, parsed["v"] if list(parsed) == ["v"] else raw
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -509,10 +559,21 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError([f"config file {path} does not exist"])
+    raw = path.read_bytes()
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            [f"{path}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x}); TOML files must be UTF-8"]
+        ) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+        # Python 3.11's error carries the line only in its text: "... (at line 3, column 9)".
+        found = re.search(r"at line (\d+)", str(exc))
+        where = f"{path}:{found.group(1)}" if found else str(path)
+        raise ConfigError([f"{where}: not valid TOML: {exc}"]) from None
 
 
 # Overriding one of these on the command line replaces the other one set in the file.
@@ -529,7 +590,8 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     for key, rival in EXCLUSIVE_KEYS.items():
         if key in flat and rival not in flat:
             section, _, leaf = rival.partition(".")
-            tree.get(section, {}).pop(leaf, None)
+            if isinstance(tree.get(section), dict):
+                tree[section].pop(leaf, None)
     tree = _merge(tree, _unflatten(flat))
     return validate(tree, source=str(path) if path else None)
 
@@ -559,7 +621,12 @@ def from_run_config(run_config: Mapping[str, Any]) -> RunConfig:
     flat = dict(run_config)
     flat.pop(OUTPUT_DIR_KEY, None)
     config_file = flat.pop(CONFIG_FILE_KEY, None)
-    overrides = shlex.split(str(flat.pop(SET_KEY, "") or ""))
+    try:
+        overrides = shlex.split(str(flat.pop(SET_KEY, "") or ""))
+    except ValueError as exc:  # an unbalanced quote
+        raise ConfigError(
+            [f"{SET_KEY}: cannot split into section.key=value items ({exc}); balance the quotes"]
+        ) from None
     path = _app_path(str(config_file)) if config_file else None
     flat_tree = _unflatten(flat)
     config = load_config(path, overrides)

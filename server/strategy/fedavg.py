@@ -31,6 +31,7 @@ from flwr.server.strategy import FedAvg
 from common import protocol
 from common.adapters import AdapterSpec, check_arrays
 from common.errors import PrivatuneError, UpdateRejected
+from common.privacy.ledger import PrivacyLedger
 from server.strategy.server_opt import FedAvgOpt, ServerOptimizer
 
 log = logging.getLogger("privatune.server")
@@ -56,6 +57,14 @@ def parameters_nbytes(parameters: Parameters) -> int:
     return int(sum(len(t) for t in parameters.tensors))
 
 
+NPY_HEADER_BYTES = 1024  # a .npy header is 128 bytes for any adapter shape; generous
+
+
+def largest_valid_update(spec: AdapterSpec) -> int:
+    """The most bytes a valid update can take: every value float64, plus .npy headers."""
+    return 8 * spec.num_params + NPY_HEADER_BYTES * len(spec.names)
+
+
 class DeltaFedAvg(FedAvg):
     """Flower's FedAvg, changed to aggregate deltas and keep the global adapter."""
 
@@ -70,6 +79,7 @@ class DeltaFedAvg(FedAvg):
         central_eval: Callable[[int, list[np.ndarray]], tuple[float, dict[str, Scalar]] | None]
         | None = None,
         max_update_norm: float | None = None,
+        max_update_bytes: int | None = None,
         fixed_weight: bool = False,
         wait_for_clients: float = 300.0,
         extra_fit_config: dict[str, Scalar] | None = None,
@@ -92,6 +102,7 @@ class DeltaFedAvg(FedAvg):
         self.min_clients = min_clients
         self.central_eval = central_eval
         self.max_update_norm = max_update_norm
+        self.max_update_bytes = max_update_bytes or largest_valid_update(spec)
         self.fixed_weight = fixed_weight
         self.wait_for_clients = wait_for_clients
         self.server_optimizer = server_optimizer or FedAvgOpt()
@@ -130,6 +141,8 @@ class DeltaFedAvg(FedAvg):
         accepted, refused, rejected = self._sort_results(server_round, results)
         if refused:
             record["refusals"] = sorted({str(m.get("refusal", "")) for m in refused})
+        if rejected:
+            record["rejections"] = rejected  # client and reason, for metrics.jsonl
         record.update(
             num_clients=len(accepted),
             num_refused=len(refused),
@@ -170,15 +183,40 @@ class DeltaFedAvg(FedAvg):
                 refused.append(metrics)
                 log.warning("round %s: %s refused: %s", server_round, who, metrics.get("refusal"))
                 continue
-            arrays = parameters_to_ndarrays(res.parameters)
             try:
-                check_arrays(self.spec, arrays, who=who, max_norm=self.max_update_norm)
+                arrays = self._validated(res, who)
             except UpdateRejected as exc:
                 log.error("round %s: update rejected: %s", server_round, exc)
-                rejected.append({"client_id": metrics.get("client_id"), "reason": str(exc)})
+                rejected.append(
+                    {"client_id": str(metrics.get("client_id", "?")), "reason": str(exc)}
+                )
                 continue
             accepted.append((arrays, int(res.num_examples), metrics))
         return accepted, refused, rejected
+
+    def _validated(self, res: FitRes, who: str) -> list[np.ndarray]:
+        """The update's arrays, or UpdateRejected saying what is wrong with them.
+
+        The size is checked before decoding, so an oversize message costs no memory
+        beyond what arrived; a payload numpy cannot read is a rejection, not a crash.
+        """
+        size = parameters_nbytes(res.parameters)
+        if size > self.max_update_bytes:
+            raise UpdateRejected(
+                f"{who}: update is {size} bytes, more than the {self.max_update_bytes} allowed "
+                "(the adapter in float64 plus headers, or federation.max-update-bytes)"
+            )
+        if not self.fixed_weight and res.num_examples <= 0:
+            raise UpdateRejected(
+                f"{who}: reports num_examples = {res.num_examples}; an update needs a positive "
+                "weight"
+            )
+        try:
+            arrays = parameters_to_ndarrays(res.parameters)
+        except (ValueError, OSError, EOFError) as exc:
+            raise UpdateRejected(f"{who}: update is not a list of numpy arrays ({exc})") from exc
+        check_arrays(self.spec, arrays, who=who, max_norm=self.max_update_norm)
+        return arrays
 
     def _record_client_metrics(
         self, record: RoundRecord, results: list[tuple[ClientProxy, FitRes]]
@@ -189,11 +227,17 @@ class DeltaFedAvg(FedAvg):
         for _, res in results:
             m = res.metrics
             cid = str(m.get("client_id", "?"))
-            clipped += int(m.get("secagg_clipped_values", 0))  # type: ignore[arg-type]
-            if "epsilon" in m:
-                eps[cid] = float(m["epsilon"])  # type: ignore[arg-type]
-            if "privacy_history" in m:
-                histories[cid] = json.loads(str(m["privacy_history"]))
+            try:
+                clipped += int(m.get("secagg_clipped_values", 0))  # type: ignore[arg-type]
+                if "epsilon" in m:
+                    eps[cid] = float(m["epsilon"])  # type: ignore[arg-type]
+                if "privacy_history" in m:
+                    history = json.loads(str(m["privacy_history"]))
+                    _ = PrivacyLedger.from_dict(history).epsilon  # as the ledger book will
+                    histories[cid] = history
+            # A client's metrics are its own claims: a malformed one is logged, never fatal.
+            except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError) as exc:
+                log.error("client %s sent malformed privacy metrics (%s); ignored", cid, exc)
         if eps:
             record["client_epsilon"] = eps
         if histories:

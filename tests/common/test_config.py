@@ -66,7 +66,7 @@ def test_noise_sources_are_exclusive_when_both_set_explicitly() -> None:
 def test_bad_toml_names_file(tmp_path: Path) -> None:
     path = tmp_path / "broken.toml"
     path.write_text("[training\nlr = 1\n")
-    with pytest.raises(ConfigError, match="broken.toml: not valid TOML"):
+    with pytest.raises(ConfigError, match="broken.toml:1: not valid TOML"):
         load_config(path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.toml")
