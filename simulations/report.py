@@ -85,6 +85,7 @@ _COLUMN_ORDER = (
     "num_clients",
     "num_failures",
     "num_refused",
+    "faults",
     "train_loss",
     "eval_loss",
     "eval_accuracy",
@@ -644,6 +645,10 @@ _FORMATTERS: dict[str, Callable[[Any], str]] = {
     "round_seconds": lambda v: _fmt_float(v, ".1f") + " s",
     "client_epsilon": _fmt_client_epsilon,
     "error": _fmt_error,
+    # server/exchange.py: one entry per client dropped from the round
+    "faults": lambda v: "; ".join(
+        f"client {f.get('client_id')}: {f.get('kind')}" for f in v if isinstance(f, dict)
+    ),
 }
 
 
