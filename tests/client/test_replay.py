@@ -102,3 +102,24 @@ def test_an_unreadable_cache_means_training_again(tmp_path: Path) -> None:
     cache = ReplyCache(tmp_path / "0.reply.npz")
     cache.path.write_bytes(b"not a zip file")
     assert cache.get("anything") is None
+
+
+def test_a_virtual_client_keeps_its_ledger_in_the_run_folder(tmp_path: Path) -> None:
+    """simulate names the folder; flwr run's absolute output-dir too; else the Context."""
+    from flwr.app import Context, RecordDict
+
+    from client.app import _simulated_ledgers
+    from client.ledger_store import ContextLedgerStore
+
+    def context(run_config: dict, **node) -> Context:  # type: ignore[type-arg]
+        return Context(1, 2, node, RecordDict(), run_config)
+
+    store = _simulated_ledgers(context({}, **{"partition-id": 3}), tmp_path / "ledgers")
+    assert isinstance(store, FileLedgerStore) and store.path == tmp_path / "ledgers" / "3.json"
+    assert store.replies.path == tmp_path / "ledgers" / "3.reply.npz"
+    flwr_run = context({"output-dir": str(tmp_path / "out")}, **{"partition-id": 0})
+    store = _simulated_ledgers(flwr_run, None)
+    assert isinstance(store, FileLedgerStore)
+    assert store.path == tmp_path / "out" / "client_ledgers" / "0.json"
+    relative = context({"output-dir": "runs/x"}, **{"partition-id": 0})
+    assert isinstance(_simulated_ledgers(relative, None), ContextLedgerStore)
