@@ -13,7 +13,7 @@ node's long-lived worker (client/worker.py), which keeps the model loaded across
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 from flwr.app import Context
@@ -22,21 +22,45 @@ from flwr.clientapp import ClientApp
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from client.audit import audit_mod
+from client.faults import name_failures_mod
 from client.secagg import secagg_when_requested
 from client.worker import WorkerAddress, WorkerClient
 from common import protocol
-from common.config import RunConfig, from_run_config
+from common.config import OUTPUT_DIR_KEY, RunConfig, from_run_config
 
 PARTITION_ID_KEY = "partition-id"
 NUM_PARTITIONS_KEY = "num-partitions"
 NODE_CONFIG_FILE_KEY = "node-config-file"
+CLIENT_LEDGERS_DIR = "client_ledgers"  # in a simulation's output folder, one file per client
+
+
+def _simulated_ledgers(context: Context, ledger_dir: Path | None):  # type: ignore[no-untyped-def]
+    """A virtual client's ledger: a file under the run's output folder when one is known.
+
+    ``privatune simulate`` names the folder; under ``flwr run`` an absolute output-dir in
+    the run config does. Otherwise the ledger lives in the node's Flower Context, which
+    does not survive the process (such a run cannot be resumed with its ledgers).
+    A node with a policy file replaces this with its own ledger file.
+    """
+    from client.ledger_store import ContextLedgerStore, FileLedgerStore
+
+    partition = context.node_config.get(PARTITION_ID_KEY)
+    if ledger_dir is None:
+        named = Path(str(context.run_config.get(OUTPUT_DIR_KEY, "") or ""))
+        if named.is_absolute():
+            ledger_dir = named / CLIENT_LEDGERS_DIR
+    if partition is None or ledger_dir is None:
+        return ContextLedgerStore(context)
+    return FileLedgerStore(ledger_dir / f"{int(partition)}.json")
 
 
 class PrivatuneClient(NumPyClient):
     """Adapter-only client; its ledger lives in the Context (simulation) or a node file."""
 
-    def __init__(self, config: RunConfig, context: Context) -> None:
-        from client.ledger_store import ContextLedgerStore, FileLedgerStore, LedgerStore
+    def __init__(
+        self, config: RunConfig, context: Context, *, ledger_dir: Path | None = None
+    ) -> None:
+        from client.ledger_store import FileLedgerStore, LedgerStore
         from client.policy import apply_policy, load_policy, violations
         from client.runtime import get_client_data, get_runtime
 
@@ -44,7 +68,7 @@ class PrivatuneClient(NumPyClient):
         self.refusal: str | None = None
         self.run = str(context.run_id)
         self.lifetime_budget: float | None = None
-        self.ledgers: LedgerStore = ContextLedgerStore(context)
+        self.ledgers: LedgerStore = _simulated_ledgers(context, ledger_dir)
         source = None
         if NODE_CONFIG_FILE_KEY in node_config:
             policy = load_policy(str(node_config[NODE_CONFIG_FILE_KEY]))
@@ -71,27 +95,41 @@ class PrivatuneClient(NumPyClient):
             self.data = self.data.renamed(self.client_id)
 
     def fit(self, parameters, config):  # type: ignore[no-untyped-def]
-        from client.node import fit, refuse
+        from client.node import fit, privacy_metrics, refuse
         from client.privacy import new_ledger
+        from client.replay import fit_or_replay
 
         refusal = self.refusal or self._frozen_mismatch(config)
         if refusal is not None:
             reply = refuse(self.data, parameters, refusal)
             return reply.delta, reply.num_examples, reply.metrics
-        fresh = new_ledger(self.config, lifetime_budget=self.lifetime_budget)
-        # Without DP there is no ledger to open (and nothing to compose).
-        session = self.ledgers.session(fresh) if self.config.privacy.enabled else nullcontext()
-        with session as ledger:
+        settings = _round_settings(config)
+        # The server's run key outlives a server restart; Flower's run id does not.
+        run = str(config.get(protocol.RUN_KEY) or self.run)
+        if not self.config.privacy.enabled:  # no ledger to open, nothing to compose
             reply = fit(
-                self.config,
-                self.runtime,
-                self.data,
-                parameters,
-                ledger=ledger,
-                run=self.run,
-                **_round_settings(config),
+                self.config, self.runtime, self.data, parameters, ledger=None, run=run, **settings
             )
-        return reply.delta, reply.num_examples, reply.metrics
+            return reply.delta, reply.num_examples, reply.metrics
+        fresh = new_ledger(self.config, lifetime_budget=self.lifetime_budget)
+        with self.ledgers.session(fresh) as ledger:
+            return fit_or_replay(
+                self.ledgers.replies,
+                ledger,
+                run=run,
+                server_round=int(settings["server_round"]),
+                received=parameters,
+                train=lambda: fit(
+                    self.config,
+                    self.runtime,
+                    self.data,
+                    parameters,
+                    ledger=ledger,
+                    run=run,
+                    **settings,
+                ),
+                privacy_metrics=privacy_metrics,
+            )
 
     def _frozen_mismatch(self, config: dict) -> str | None:
         """FFA-LoRA is exact only if this node's frozen A matrices equal the server's."""
@@ -125,8 +163,16 @@ def _round_settings(config: dict) -> dict[str, Any]:
     }
 
 
-def make_client_app(config: RunConfig | None = None, extra_mods: list | None = None) -> ClientApp:
-    """A ClientApp for ``config``, or one that reads ``context.run_config`` (flwr run)."""
+def make_client_app(
+    config: RunConfig | None = None,
+    extra_mods: list | None = None,
+    *,
+    ledger_dir: Path | None = None,
+) -> ClientApp:
+    """A ClientApp for ``config``, or one that reads ``context.run_config`` (flwr run).
+
+    ``ledger_dir`` holds each virtual client's privacy ledger (``<partition>.json``).
+    """
 
     def client_fn(context: Context) -> Client:
         run_config = config if config is not None else from_run_config(context.run_config)
@@ -138,11 +184,13 @@ def make_client_app(config: RunConfig | None = None, extra_mods: list | None = N
         worker = WorkerAddress.from_node_config(context.node_config)
         if worker is not None:  # a deployed node with a warm worker (client/worker.py)
             return WorkerClient(run_config, context, worker).to_client()
-        return PrivatuneClient(run_config, context).to_client()
+        return PrivatuneClient(run_config, context, ledger_dir=ledger_dir).to_client()
 
-    # Mods run outermost first: the audit log sees exactly what leaves the node; SecAgg+
-    # wraps everything after it, so extra mods (tests inject faults) see the plain reply.
-    mods = [audit_mod, secagg_when_requested, *(extra_mods or [])]
+    # Mods run outermost first: the audit log sees exactly what leaves the node (error
+    # replies too); a failure anywhere inside becomes an error reply naming the client;
+    # SecAgg+ wraps everything after it, so extra mods (tests inject faults) see the plain
+    # reply.
+    mods = [audit_mod, name_failures_mod, secagg_when_requested, *(extra_mods or [])]
     return ClientApp(client_fn=client_fn, mods=mods)
 
 

@@ -1,9 +1,15 @@
 """Where a client's privacy ledger lives between rounds (and, on a node, between runs).
 
-In simulation the ledger is kept in the virtual node's Flower Context. On a real node it
-is a JSON file in the node's state folder, so ε composes over every round of every run
-the node ever joins; the file is locked while read-modify-written and replaced
-atomically, so a crash never leaves a torn ledger.
+On a real node the ledger is a JSON file in the node's state folder, so ε composes over
+every round of every run the node ever joins; in ``privatune simulate`` each virtual
+client's ledger is a file under the run's output folder (``client_ledgers/``), so a
+resumed run continues every client's composition. The file is locked while
+read-modify-written and replaced atomically, so a crash never leaves a torn ledger.
+Only when no folder is known (``flwr run`` with a relative output-dir) does the ledger
+live in the virtual node's Flower Context, which does not survive the process.
+
+A file store also keeps the client's last reply next to the ledger (client/replay.py),
+so a round replayed after a server restart is answered again, not trained again.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Protocol
 
 from flwr.app import ConfigRecord, Context
 
+from client.replay import ReplyCache
 from common.atomic import write_text_atomic
 from common.errors import PrivatuneError
 from common.privacy.ledger import PrivacyLedger
@@ -29,12 +36,21 @@ class LedgerStore(Protocol):
 
     def session(self, fresh: PrivacyLedger) -> AbstractContextManager[PrivacyLedger]: ...
 
+    @property
+    def replies(self) -> ReplyCache | None:
+        """Where the last reply is kept (None: nowhere that outlives the process)."""
+        ...
+
 
 class ContextLedgerStore:
     """The ledger in the node's persistent Flower Context (simulation)."""
 
     def __init__(self, context: Context) -> None:
         self.context = context
+
+    @property
+    def replies(self) -> ReplyCache | None:
+        return None
 
     @contextmanager
     def session(self, fresh: PrivacyLedger) -> Iterator[PrivacyLedger]:
@@ -53,6 +69,10 @@ class FileLedgerStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+
+    @property
+    def replies(self) -> ReplyCache:
+        return ReplyCache(self.path.with_suffix(".reply.npz"))
 
     @contextmanager
     def session(self, fresh: PrivacyLedger) -> Iterator[PrivacyLedger]:

@@ -118,7 +118,7 @@ def fit(
         if not isinstance(decided, RoundPlan):
             ledger.stopped_for_budget = True
             reply = refuse(data, global_arrays, decided.reason)
-            reply.metrics.update(_privacy_metrics(ledger))
+            reply.metrics.update(privacy_metrics(ledger))
             return reply
         plan = decided
         preflight(config, runtime, plan.settings)
@@ -132,8 +132,8 @@ def fit(
     )
     if ledger is not None:
         for entry in result.privacy_entries:
-            ledger.record(entry, run=run)
-        metrics.update(_privacy_metrics(ledger))
+            ledger.record(entry, run=run, server_round=server_round)
+        metrics.update(privacy_metrics(ledger))
         assert plan is not None
         metrics.update(noise_multiplier=plan.entry[0], sample_rate=plan.entry[1])
     delta = subtract(get_adapter_arrays(model), global_arrays)
@@ -167,7 +167,7 @@ def refuse(data: ClientData, global_arrays: Sequence[np.ndarray], reason: str) -
     return FitReply(zeros, 0, metrics)
 
 
-def _privacy_metrics(ledger: PrivacyLedger) -> Metrics:
+def privacy_metrics(ledger: PrivacyLedger) -> Metrics:
     eps = ledger.epsilon
     return {
         "epsilon": float(eps),

@@ -27,15 +27,21 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from common.config import load_config
     from simulations.run import simulate
 
-    config = load_config(args.config, args.set)
+    if (args.resume is None) == (args.output is None):
+        raise PrivatuneError("simulate: give --output DIR for a new run, or --resume DIR")
+    given = args.config is not None or bool(args.set)
+    # On resume without --config/--set, the run's own saved config is used.
+    config = load_config(args.config, args.set) if given or args.resume is None else None
+    output = args.resume or args.output
     summary = simulate(
         config,
-        args.output,
+        output,
         overwrite=args.overwrite,
+        resume=args.resume is not None,
         report=not args.no_report,
         verbose=args.verbose,
     )
-    print(_summary_text(summary, args.output))
+    print(_summary_text(summary, output))
     return 0 if summary.get("rounds_failed", 0) == 0 else 1
 
 
@@ -101,7 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulate", help="researcher: run virtual clients on this machine")
     add_config_args(sim)
-    sim.add_argument("--output", required=True, help="output folder (metrics, adapter, report)")
+    sim.add_argument("--output", help="output folder (metrics, adapter, report)")
+    sim.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the killed run in DIR from its last completed round (with its saved "
+        "config; --config/--set may change only resources, threads and timeouts)",
+    )
     sim.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     sim.add_argument("--no-report", action="store_true", help="skip report.html")
     sim.set_defaults(func=_cmd_simulate)

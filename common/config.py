@@ -599,6 +599,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
 CONFIG_FILE_KEY = "config-file"
 SET_KEY = "set"
 OUTPUT_DIR_KEY = "output-dir"  # where the server writes; not part of the RunConfig
+RESUME_KEY = "resume"  # true: continue the run in output-dir from its checkpoint
 APP_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -620,6 +621,7 @@ def from_run_config(run_config: Mapping[str, Any]) -> RunConfig:
     """
     flat = dict(run_config)
     flat.pop(OUTPUT_DIR_KEY, None)
+    flat.pop(RESUME_KEY, None)
     config_file = flat.pop(CONFIG_FILE_KEY, None)
     try:
         overrides = shlex.split(str(flat.pop(SET_KEY, "") or ""))

@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
+import re
+
 SERVER_ROUND = "server_round"
 SECAGG_CLIPPING_RANGE = "secagg_clipping_range"
 SECAGG_MAX_WEIGHT = "secagg_max_weight"
 FROZEN_FINGERPRINT = "frozen_fingerprint"  # FFA-LoRA: hash of the shared frozen A matrices
+RUN_KEY = "run_key"  # the run's identity in client ledgers; stable across a server restart
+
+
+# A client that fails says who it is in its error reply (client/faults.py), so the server
+# can name it in metrics.jsonl even before it ever answered.
+_FAILED = re.compile(r"^client ([^\s:]+): ")
+
+
+def failure_reason(client_id: str, exc: BaseException) -> str:
+    return f"client {client_id}: {type(exc).__name__}: {exc}"
+
+
+def failed_client(reason: str) -> str | None:
+    """The client id a :func:`failure_reason` names, if the reason is one."""
+    match = _FAILED.match(reason)
+    return match.group(1) if match else None

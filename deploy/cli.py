@@ -68,12 +68,24 @@ def _coord_run(args: argparse.Namespace) -> int:
     from common.config import load_config
 
     c = _coordinator(args)
-    config = load_config(args.config, args.set)
     output = Path(args.output)
-    if (output / "metrics.jsonl").exists() and not args.overwrite:
-        raise PrivatuneError(f"--output {output} already holds a run; choose another folder")
+    if args.resume:
+        from server.resume import check_resumable
+
+        # The saved config unless --config/--set are given (then they must match it).
+        given = load_config(args.config, args.set) if args.config or args.set else None
+        config, checkpoint = check_resumable(output, given)
+        print(f"resuming {output} after round {checkpoint.round}", flush=True)
+    else:
+        if args.config is None:
+            raise PrivatuneError("coordinator run: --config is required (unless --resume)")
+        config = load_config(args.config, args.set)
+        if (output / "metrics.jsonl").exists() and not args.overwrite:
+            raise PrivatuneError(
+                f"--output {output} already holds a run; choose another folder, or --resume it"
+            )
     folder = c.state / "runs" / time.strftime("%Y%m%d-%H%M%S")
-    run_config = coord.write_run_config(config, output, folder)
+    run_config = coord.write_run_config(config, output, folder, resume=args.resume)
     coord.execute(coord.run_command(run_config), c.cli_home)
     summary = output / "summary.json"
     if not summary.exists():
@@ -144,10 +156,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     register.set_defaults(func=_coord_register)
     run = csub.add_parser("run", help="submit a run and wait for its outputs")
     common_args(run)
-    run.add_argument("--config", required=True, help="run config TOML")
+    run.add_argument("--config", help="run config TOML (required unless --resume)")
     run.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     run.add_argument("--output", required=True, help="output folder on this machine")
     run.add_argument("--overwrite", action="store_true")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the stopped run in --output from its last completed round",
+    )
     run.set_defaults(func=_coord_run)
 
     nd = sub.add_parser("node", help="organisation: run this organisation's node")

@@ -16,7 +16,14 @@ from pathlib import Path
 
 import tomli_w
 
-from common.config import APP_ROOT, CONFIG_FILE_KEY, OUTPUT_DIR_KEY, SET_KEY, RunConfig
+from common.config import (
+    APP_ROOT,
+    CONFIG_FILE_KEY,
+    OUTPUT_DIR_KEY,
+    RESUME_KEY,
+    SET_KEY,
+    RunConfig,
+)
 from common.errors import PrivatuneError
 
 CONNECTION = "privatune"  # the name of the SuperLink connection in Flower's config
@@ -131,15 +138,22 @@ def register_command(public_key: Path) -> list[str]:
     return ["flwr", "supernode", "register", str(public_key), CONNECTION]
 
 
-def write_run_config(config: RunConfig, output: Path, folder: Path) -> Path:
-    """The run's Flower run_config as a TOML file: the whole config travels to every node."""
+def write_run_config(
+    config: RunConfig, output: Path, folder: Path, *, resume: bool = False
+) -> Path:
+    """The run's Flower run_config as a TOML file: the whole config travels to every node.
+
+    ``resume`` makes the ServerApp continue the run in ``output`` from its checkpoint.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "run_config.toml"
-    values = {
+    values: dict[str, str | bool] = {
         CONFIG_FILE_KEY: "",
         SET_KEY: config.to_set_string(),
         OUTPUT_DIR_KEY: str(output.resolve()),
     }
+    if resume:
+        values[RESUME_KEY] = True
     path.write_text(tomli_w.dumps(values))
     return path
 

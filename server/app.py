@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,28 +19,44 @@ from flwr.serverapp import Grid, ServerApp
 
 from common import protocol
 from common.adapters import frozen_fingerprint
-from common.config import OUTPUT_DIR_KEY, RunConfig, from_run_config
+from common.config import OUTPUT_DIR_KEY, RESUME_KEY, RunConfig, from_run_config
 from common.data.pipeline import largest_train_split
-from server import central_dp, secagg
+from server import central_dp, exchange, secagg
+from server.checkpoint import Checkpoint, restore_rng, rng_state, save_checkpoint
 from server.model import ServerModel
 from server.outputs import RunOutputs
+from server.resume import check_resumable, rewind_metrics
 from server.rounds import Next, RoundBook
 from server.strategy.registry import build_strategy
 from server.strategy.server_opt import build_server_optimizer
 from server.traffic import CountingGrid
-from server.workflow import default_fit_workflow, legacy_context, run_rounds
+from server.workflow import legacy_context, run_rounds
 
 log = logging.getLogger("privatune")
 
 
-def run_server(grid: Grid, context: Context, config: RunConfig, output_dir: Path) -> dict:
-    """Run every round and write the output folder; returns the run summary."""
+def run_server(
+    grid: Grid, context: Context, config: RunConfig, output_dir: Path, *, resume: bool = False
+) -> dict:
+    """Run every round and write the output folder; returns the run summary.
+
+    With ``resume`` the run continues from the folder's checkpoint (server/resume.py
+    checks it may); otherwise it starts afresh. A checkpoint is written after every round.
+    """
     started = time.monotonic()
     secagg.check_compatible(config)
     outputs = RunOutputs(output_dir)
-    outputs.write_config(config.to_toml())
-    random.seed(config.training.seed)  # Flower samples clients with `random`
-    np.random.seed(config.training.seed)  # and draws central-DP noise with numpy
+    checkpoint: Checkpoint | None = None
+    history: list[dict[str, Any]] = []
+    if resume:
+        config, checkpoint = check_resumable(output_dir, config)
+        history = rewind_metrics(output_dir, checkpoint.round)
+        log.info("resuming %s after round %s", output_dir, checkpoint.round)
+    else:
+        outputs.write_config(config.to_toml())
+        random.seed(config.training.seed)  # Flower samples clients with `random`
+        np.random.seed(config.training.seed)  # and draws central-DP noise with numpy
+    run_key = checkpoint.run_key if checkpoint else uuid.uuid4().hex
     settings = (
         secagg.calibrate(config, largest_client=largest_train_split(config))
         if config.secure_aggregation.enabled
@@ -47,10 +64,16 @@ def run_server(grid: Grid, context: Context, config: RunConfig, output_dir: Path
     )
     server_model = ServerModel(config)
     fed = config.federation
+    server_optimizer = build_server_optimizer(
+        config.server_optimizer.name, **config.server_optimizer.hyper()
+    )
+    if checkpoint is not None:
+        server_optimizer.load_state_dict(checkpoint.server_optimizer)
+    initial = checkpoint.global_arrays if checkpoint else server_model.initial
     strategy = build_strategy(
         fed.strategy,
         spec=server_model.spec,
-        initial=server_model.initial,
+        initial=initial,
         clients_per_round=fed.clients_per_round,
         min_clients=fed.min_clients,
         evaluate_clients=fed.evaluate_clients,
@@ -59,40 +82,70 @@ def run_server(grid: Grid, context: Context, config: RunConfig, output_dir: Path
         wait_for_clients=fed.wait_for_clients,
         max_update_norm=fed.max_update_norm,
         max_update_bytes=fed.max_update_bytes,
-        extra_fit_config=_extra_fit_config(config, settings, server_model),
-        server_optimizer=build_server_optimizer(
-            config.server_optimizer.name, **config.server_optimizer.hyper()
-        ),
+        extra_fit_config={
+            protocol.RUN_KEY: run_key,
+            **_extra_fit_config(config, settings, server_model),
+        },
+        server_optimizer=server_optimizer,
     )
     counting = CountingGrid(grid)
     book = RoundBook(config, outputs, server_model.save, secagg=settings)
-    book.latest = server_model.initial
+    book.latest = initial
+    book.history = history
+    if checkpoint is not None:
+        book.noisy_rounds = checkpoint.noisy_rounds
+        book.ledgers.update(checkpoint.ledgers.get("clients", {}))
+        if book.ledgers.ledgers:
+            outputs.write_ledger(book.ledgers.to_dict())
+    stopped = checkpoint is not None and checkpoint.stopped
 
     def on_round_end(server_round: int, seconds: float, arrays: list[np.ndarray]) -> Next:
+        nonlocal checkpoint
         record = strategy.records.pop(server_round, {"round": server_round})
-        return book.close_round(record, seconds, arrays, counting.take())
+        decision = book.close_round(record, seconds, arrays, counting.take())
+        if decision is not Next.RETRY:
+            checkpoint = Checkpoint(
+                round=server_round,
+                run_key=run_key,
+                global_arrays=arrays,
+                server_optimizer=server_optimizer.state_dict(),
+                rng=rng_state(),
+                ledgers=book.ledgers.to_dict(),
+                noisy_rounds=book.noisy_rounds,
+                stopped=decision is Next.END,
+            )
+            save_checkpoint(outputs.dir, checkpoint)
+        return decision
 
     fit_step = (
         secagg.workflow(settings, timeout=fed.round_timeout)
         if settings is not None
-        else default_fit_workflow
+        else exchange.fit_step(timeout=fed.round_timeout, sink=strategy)
     )
-    run_rounds(
-        counting,
-        legacy_context(
-            context,
-            strategy=central_dp.wrap(strategy, config),
-            num_rounds=fed.rounds,
-            round_timeout=fed.round_timeout,
-        ),
-        on_round_end=on_round_end,
-        fit_step=fit_step,
-    )
+    if checkpoint is not None:
+        restore_rng(checkpoint.rng)  # last, so that nothing above draws from it
+    if not stopped:
+        run_rounds(
+            counting,
+            legacy_context(
+                context,
+                strategy=central_dp.wrap(strategy, config),
+                num_rounds=fed.rounds,
+                round_timeout=fed.round_timeout,
+            ),
+            on_round_end=on_round_end,
+            fit_step=fit_step,
+            evaluate_step=exchange.evaluate_step(timeout=fed.round_timeout, sink=strategy),
+            resume_from=(checkpoint.round, checkpoint.global_arrays) if checkpoint else None,
+        )
     outputs.save_adapter_dir(
         outputs.adapter_dir(), lambda folder: server_model.save(book.latest, folder)
     )
     summary = summarise(book.history, config, time.monotonic() - started)
     outputs.write_summary(summary)
+    if checkpoint is not None:
+        checkpoint.finished = True
+        save_checkpoint(outputs.dir, checkpoint)
     return summary
 
 
@@ -138,8 +191,20 @@ def summarise(history: list[dict[str, Any]], config: RunConfig, seconds: float) 
     return summary
 
 
-def make_server_app(config: RunConfig | None = None, output_dir: Path | None = None) -> ServerApp:
-    """A ServerApp for ``config``, or one that reads ``context.run_config`` (flwr run)."""
+def _resume_asked(context: Context) -> bool:
+    """``resume = true`` in the run config (``coordinator run --resume``, ``flwr run``)."""
+    value = context.run_config.get(RESUME_KEY, False)
+    return value is True or str(value).lower() in ("true", "1", "yes")
+
+
+def make_server_app(
+    config: RunConfig | None = None, output_dir: Path | None = None, *, resume: bool = False
+) -> ServerApp:
+    """A ServerApp for ``config``, or one that reads ``context.run_config`` (flwr run).
+
+    ``resume`` (or ``resume = true`` in the run config) continues the run in the output
+    folder from its checkpoint.
+    """
     app = ServerApp()
 
     @app.main()
@@ -147,7 +212,7 @@ def make_server_app(config: RunConfig | None = None, output_dir: Path | None = N
         named = str(context.run_config.get(OUTPUT_DIR_KEY, "") or "")
         folder = output_dir or Path(named or f"runs/flwr-{int(time.time())}")
         cfg = config if config is not None else from_run_config(context.run_config)
-        run_server(grid, context, cfg, folder)
+        run_server(grid, context, cfg, folder, resume=resume or _resume_asked(context))
 
     return app
 

@@ -3,8 +3,9 @@
 flwr 1.41 offers SecAgg+ only on the legacy path (``LegacyContext`` + a
 ``flwr.server.strategy`` strategy + the default workflows), so every run goes through
 it: secure aggregation then replaces only the fit step. This module repeats the shape of
-``DefaultWorkflow.__call__`` with two additions the run needs: a hook after every round
-(metrics, checkpoints, ledger) and a fit step that can be swapped.
+``DefaultWorkflow.__call__`` with what the run needs besides: a hook after every round
+(metrics, checkpoints, ledger), fit and evaluate steps that can be swapped (for ones
+that survive faulty clients, server/exchange.py), and a start from a checkpoint.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable
 import flwr.compat.common.recorddict_compat as compat
 import numpy as np
 from flwr.app import ConfigRecord
-from flwr.common import parameters_to_ndarrays
+from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.server import LegacyContext, ServerConfig
 from flwr.server.compat.app_utils import start_update_client_manager_thread
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
@@ -53,27 +54,38 @@ def run_rounds(
     *,
     on_round_end: RoundHook,
     fit_step: FitStep = default_fit_workflow,
+    evaluate_step: FitStep = default_evaluate_workflow,
+    resume_from: tuple[int, list[np.ndarray]] | None = None,
 ) -> None:
     """Initialise, then for every round: fit, central evaluation, federated evaluation.
 
     ``on_round_end`` gets the round, its seconds and the global adapter, and says whether
     to go on, retry the round (a failed secure-aggregation round) or end the run.
+    ``resume_from`` = (last completed round, its global adapter) continues a run from its
+    checkpoint: no initialisation, no round 0, the next round first.
     """
     thread, stop, registered = start_update_client_manager_thread(grid, context.client_manager)
     registered.wait()
     try:
-        default_init_params_workflow(grid, context)
-        on_round_end(0, 0.0, global_arrays(context))
+        if resume_from is None:
+            default_init_params_workflow(grid, context)
+            on_round_end(0, 0.0, global_arrays(context))
+            server_round = 1
+        else:
+            done, arrays = resume_from
+            context.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(
+                ndarrays_to_parameters(arrays), keep_input=True
+            )
+            server_round = done + 1
         config = ConfigRecord()
         config[Key.START_TIME] = timeit.default_timer()
         context.state.config_records[MAIN_CONFIGS_RECORD] = config
-        server_round = 1
         while server_round <= context.config.num_rounds:
             started = timeit.default_timer()
             config[Key.CURRENT_ROUND] = server_round
             fit_step(grid, context)
             default_centralized_evaluation_workflow(grid, context)
-            default_evaluate_workflow(grid, context)
+            evaluate_step(grid, context)
             seconds = timeit.default_timer() - started
             decision = on_round_end(server_round, seconds, global_arrays(context))
             if decision is Next.END:

@@ -19,12 +19,16 @@ log = logging.getLogger("privatune")
 
 
 def check_output_dir(output_dir: Path, *, overwrite: bool) -> None:
-    """Never silently mix two runs in one folder."""
-    if (output_dir / METRICS_FILE).exists() and not overwrite:
-        raise PrivatuneError(
-            f"--output {output_dir} already holds a run ({METRICS_FILE} exists); choose "
-            "another folder or pass --overwrite to replace it"
-        )
+    """Never silently mix two runs in one folder (clients' ledgers included)."""
+    from client.app import CLIENT_LEDGERS_DIR
+    from server.checkpoint import CHECKPOINT_FILE
+
+    for name in (METRICS_FILE, CHECKPOINT_FILE, CLIENT_LEDGERS_DIR):
+        if (output_dir / name).exists() and not overwrite:
+            raise PrivatuneError(
+                f"--output {output_dir} already holds a run ({name} exists); choose another "
+                "folder, pass --overwrite to replace it, or --resume it if it was stopped"
+            )
     if overwrite and output_dir.exists():
         import shutil
 
@@ -67,19 +71,33 @@ def _quiet_flower(verbose: bool) -> None:
 
 
 def simulate(
-    config: RunConfig,
+    config: RunConfig | None,
     output_dir: str | Path,
     *,
     overwrite: bool = False,
+    resume: bool = False,
     report: bool = True,
     verbose: bool = False,
     client_mods: list | None = None,
 ) -> dict:
     """Run the federation and write the output folder (and report); returns the summary.
 
+    ``resume`` continues the killed run in ``output_dir`` from its last checkpoint, with
+    its saved config (``config`` None) or one that differs only in how the run executes
+    (server/resume.py). Each virtual client's privacy ledger is a file in
+    ``output_dir/client_ledgers/``, so a resumed run continues every client's ε.
     ``client_mods`` are extra Flower client mods placed inside SecAgg+ (they see the plain
     reply before it is masked); the tests use them to record updates and inject faults.
     """
+    from server.resume import check_resumable
+
+    output_dir = Path(output_dir)
+    if resume:
+        if overwrite:
+            raise PrivatuneError("--resume continues a run; it cannot be combined with --overwrite")
+        config, _ = check_resumable(output_dir, config)
+    elif config is None:
+        raise PrivatuneError("simulate: a config is needed unless resuming")
     from server.strategy.registry import STRATEGIES
 
     if config.federation.strategy not in STRATEGIES:
@@ -89,30 +107,33 @@ def simulate(
         )
     from common.preflight import check_inputs
 
-    # Bad model folders and data rows fail here, before the output folder exists.
+    # Bad model folders and data rows fail here, before the output folder is touched.
     check_inputs(config)
-    output_dir = Path(output_dir)
-    check_output_dir(output_dir, overwrite=overwrite)
+    if not resume:
+        check_output_dir(output_dir, overwrite=overwrite)
     _quiet_environment(config)
 
     from flwr.simulation import run_simulation
 
-    from client.app import make_client_app
+    from client.app import CLIENT_LEDGERS_DIR, make_client_app
     from server.app import make_server_app
     from server.outputs import SUMMARY_FILE
 
     _quiet_flower(verbose)
 
     log.info(
-        "simulating %s clients (%s per round, %s rounds) -> %s",
+        "%s %s clients (%s per round, %s rounds) -> %s",
+        "resuming" if resume else "simulating",
         config.federation.num_clients,
         config.federation.clients_per_round,
         config.federation.rounds,
         output_dir,
     )
     run_simulation(
-        server_app=make_server_app(config, output_dir),
-        client_app=make_client_app(config, extra_mods=client_mods),
+        server_app=make_server_app(config, output_dir, resume=resume),
+        client_app=make_client_app(
+            config, extra_mods=client_mods, ledger_dir=output_dir.resolve() / CLIENT_LEDGERS_DIR
+        ),
         num_supernodes=config.federation.num_clients,
         backend_config=backend_config(config),
     )

@@ -41,6 +41,9 @@ class PrivacyLedger:
     history: list[Entry] = field(default_factory=list)
     stopped_for_budget: bool = False
     runs: list[str] = field(default_factory=list)  # the run each history entry belongs to
+    # The server round of each entry (0: unknown). With ``runs`` it identifies a round, so
+    # a round replayed after a server restart is recognised instead of counted twice.
+    rounds: list[int] = field(default_factory=list)
 
     @property
     def epsilon(self) -> float:
@@ -58,10 +61,21 @@ class PrivacyLedger:
         """Whether running ``entry`` keeps ε within the budget."""
         return self.budget is None or self.epsilon_if([entry]) <= self.budget
 
-    def record(self, entry: Entry, *, run: str = "") -> None:
+    def record(self, entry: Entry, *, run: str = "", server_round: int = 0) -> None:
         sigma, q, steps = entry
+        self.runs = self._run_ids()
+        self.rounds = self._round_ids()
         self.history.append((float(sigma), float(q), int(steps)))
         self.runs.append(run)
+        self.rounds.append(int(server_round))
+
+    def round_entries(self, run: str, server_round: int) -> list[Entry]:
+        """The entries one round of one run added (empty: that round never ran here)."""
+        return [
+            e
+            for e, r, n in zip(self.history, self._run_ids(), self._round_ids(), strict=True)
+            if r == run and n == server_round and server_round > 0
+        ]
 
     def run_history(self, run: str) -> list[Entry]:
         """The entries one run added (a node's ledger holds every run it joined)."""
@@ -69,6 +83,9 @@ class PrivacyLedger:
 
     def _run_ids(self) -> list[str]:
         return self.runs + [""] * (len(self.history) - len(self.runs))
+
+    def _round_ids(self) -> list[int]:
+        return self.rounds + [0] * (len(self.history) - len(self.rounds))
 
     # ---------------------------------------------------------------- storage
 
@@ -82,6 +99,7 @@ class PrivacyLedger:
             "steps": self.total_steps,
             "stopped_for_budget": self.stopped_for_budget,
             "runs": self._run_ids(),
+            "rounds": self._round_ids(),
         }
 
     def to_json(self) -> str:
@@ -95,6 +113,7 @@ class PrivacyLedger:
             history=[(float(s), float(q), int(n)) for s, q, n in data.get("history", [])],
             stopped_for_budget=bool(data.get("stopped_for_budget", False)),
             runs=[str(r) for r in data.get("runs", [])],
+            rounds=[int(n) for n in data.get("rounds", [])],
         )
 
     @classmethod

@@ -32,6 +32,7 @@ from common import protocol
 from common.adapters import AdapterSpec, check_arrays
 from common.errors import PrivatuneError, UpdateRejected
 from common.privacy.ledger import PrivacyLedger
+from server.exchange import Fault
 from server.strategy.server_opt import FedAvgOpt, ServerOptimizer
 
 log = logging.getLogger("privatune.server")
@@ -107,9 +108,25 @@ class DeltaFedAvg(FedAvg):
         self.wait_for_clients = wait_for_clients
         self.server_optimizer = server_optimizer or FedAvgOpt()
         self.records: dict[int, RoundRecord] = {}
+        self.names: dict[int, str] = {}  # node id -> the client id it reported
 
     def record(self, server_round: int) -> RoundRecord:
         return self.records.setdefault(server_round, {"round": server_round})
+
+    # ---------------------------------------------- faults (server/exchange.py)
+
+    def client_name(self, node_id: int) -> str | None:
+        return self.names.get(node_id)
+
+    def add_faults(self, server_round: int, faults: list[Fault]) -> None:
+        if faults:
+            self.record(server_round).setdefault("faults", []).extend(f.to_dict() for f in faults)
+
+    def _learn_names(self, results: list[tuple[ClientProxy, Any]]) -> None:
+        for proxy, res in results:
+            cid = res.metrics.get("client_id")
+            if cid is not None and proxy is not None:
+                self.names[proxy.node_id] = str(cid)
 
     # ----------------------------------------------------------------- fit
 
@@ -137,6 +154,7 @@ class DeltaFedAvg(FedAvg):
         failures: list[tuple[ClientProxy, FitRes] | BaseException],
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         record = self.record(server_round)
+        self._learn_names(results)
         record["update_bytes"] = sum(parameters_nbytes(res.parameters) for _, res in results)
         accepted, refused, rejected = self._sort_results(server_round, results)
         if refused:
@@ -176,7 +194,7 @@ class DeltaFedAvg(FedAvg):
         self, server_round: int, results: list[tuple[ClientProxy, FitRes]]
     ) -> tuple[list[tuple[list[np.ndarray], int, dict]], list[dict], list[dict]]:
         accepted, refused, rejected = [], [], []
-        for _, res in results:
+        for proxy, res in results:
             metrics = dict(res.metrics)
             who = f"client {metrics.get('client_id', '?')}"
             if metrics.get("refused"):
@@ -190,6 +208,12 @@ class DeltaFedAvg(FedAvg):
                 rejected.append(
                     {"client_id": str(metrics.get("client_id", "?")), "reason": str(exc)}
                 )
+                cid = metrics.get("client_id")
+                fault = Fault(
+                    server_round, "fit", "garbage", None if cid is None else str(cid),
+                    getattr(proxy, "node_id", 0), str(exc),
+                )  # fmt: skip
+                self.add_faults(server_round, [fault])
                 continue
             accepted.append((arrays, int(res.num_examples), metrics))
         return accepted, refused, rejected
@@ -260,6 +284,7 @@ class DeltaFedAvg(FedAvg):
 
     def aggregate_evaluate(self, server_round, results, failures):  # type: ignore[no-untyped-def]
         record = self.record(server_round)
+        self._learn_names(results)
         total = sum(res.num_examples for _, res in results)
         if total > 0:
             record["fed_eval_loss"] = float(

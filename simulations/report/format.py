@@ -64,6 +64,10 @@ _FORMATTERS: dict[str, Callable[[Any], str]] = {
     "round_seconds": lambda v: fmt_float(v, ".1f") + " s",
     "client_epsilon": _fmt_client_epsilon,
     "error": _fmt_error,
+    # server/exchange.py: one entry per client dropped from the round
+    "faults": lambda v: "; ".join(
+        f"client {f.get('client_id')}: {f.get('kind')}" for f in v if isinstance(f, dict)
+    ),
 }
 
 

@@ -25,6 +25,7 @@ _COLUMN_ORDER = (
     "num_clients",
     "num_failures",
     "num_refused",
+    "faults",
     "train_loss",
     "eval_loss",
     "eval_accuracy",
