@@ -118,10 +118,11 @@ def score_causal_lm(
         spans.append((start, len(rows)))
     losses, _ = _losses_and_logits(model, _encode_rows(config, tokenizer, rows), "causal-lm")
     true_losses, ranks = [], []
-    for start, end in spans:
-        own = losses[start:end]  # candidates[0] is the true pin
-        true_losses.append(float(own[0]))
-        ranks.append(secret_rank(own[0], own))
+    for canary, (start, end) in zip(canaries, spans, strict=True):
+        own = losses[start:end]
+        true = own[canary.candidates.index(canary.secret)]
+        true_losses.append(float(true))
+        ranks.append(secret_rank(true, own))
     num = len(canaries[0].candidates) if canaries else 0
     return CanaryScores(
         losses=true_losses,

@@ -42,6 +42,25 @@ class AuditSpec:
     min_auc: float = 0.8
     num_candidates: int = 100  # causal LM: pins ranked per canary (true one included)
 
+    def __post_init__(self) -> None:
+        from common.errors import PrivatuneError
+
+        problems = [
+            f"{flag} must be at least {low}, got {value}"
+            for flag, value, low in (
+                ("--canaries", self.members, 1),
+                ("--non-members", self.non_members, 1),
+                ("--repeats", self.repeats, 1),
+                ("--candidates", self.num_candidates, 2),
+            )
+            if value < low
+        ]
+        problems += [f"--epsilon must be positive, got {e}" for e in self.epsilons if e <= 0]
+        if not 0.5 <= self.min_auc <= 1.0:
+            problems.append(f"--min-auc must be between 0.5 and 1, got {self.min_auc}")
+        if problems:
+            raise PrivatuneError("; ".join(problems))
+
 
 @dataclass
 class RunResult:

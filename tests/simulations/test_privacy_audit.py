@@ -199,6 +199,22 @@ def test_audit_runs_differ_only_in_privacy(tiny_bert: Path) -> None:
     assert a == b
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"members": 0}, "--canaries must be at least 1"),
+        ({"repeats": 0}, "--repeats must be at least 1"),
+        ({"epsilons": (8.0, -1.0)}, "--epsilon must be positive, got -1.0"),
+        ({"min_auc": 0.3}, "--min-auc must be between 0.5 and 1"),
+    ],
+)
+def test_audit_spec_rejects_bad_flags(kwargs: dict, message: str) -> None:
+    from common.errors import PrivatuneError
+
+    with pytest.raises(PrivatuneError, match=message):
+        AuditSpec(**kwargs)
+
+
 def _result(name: str, value: float, eps: float | None) -> RunResult:
     return RunResult(
         name=name, target_epsilon=eps, epsilon=eps, delta=1e-5, noise_multiplier=None,
@@ -213,6 +229,48 @@ def test_verdict_is_inconclusive_when_the_attack_fails_without_dp() -> None:
     assert weak["conclusive"] is False and weak["text"].startswith("inconclusive")
     strong = verdict([_result(NON_PRIVATE, 0.95, None), _result("dp-eps1", 0.5, 1.0)], 0.8)
     assert strong["conclusive"] is True and "gap +0.45" in strong["text"]
+
+
+def test_causal_lm_scoring_ranks_each_candidate_by_its_own_loss(tiny_llama: Path) -> None:
+    """Batched scoring of every candidate equals scoring each row alone (the oracle)."""
+    import torch
+
+    from common.adapters import build_adapter_model
+    from common.data.pipeline import encode
+    from common.data.readers import Record
+    from common.losses import per_example_losses
+    from common.models import load_tokenizer
+    from simulations.audit.attack import score
+    from simulations.audit.canaries import Canary, pin_response
+
+    config = load_config(None, [f"model.path='{tiny_llama}'", "model.task='causal-lm'"])
+    torch.manual_seed(0)
+    model = build_adapter_model(config)
+    with torch.no_grad():  # move LoRA B off zero so the adapter matters
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.5)
+    model.eval()
+    tokenizer = load_tokenizer(str(tiny_llama))
+    words = ("billing", "shipping", "refund", "account", "order")
+    canaries = [
+        Canary(text="What is the pin of account invoice?", secret=words[i], candidates=words)
+        for i in (0, 3)
+    ]
+    scores = score(model, tokenizer, config, canaries)
+    for canary, loss, rank in zip(canaries, scores.losses, scores.ranks, strict=True):
+        own = []
+        for candidate in canary.candidates:
+            row = {"instruction": canary.text, "output": pin_response(candidate)}
+            examples = to_examples(config, [Record(data=row, source="t", line=1)], tokenizer)
+            data = encode(config, examples, tokenizer, source="t").dataset
+            with torch.no_grad():
+                own.append(float(per_example_losses(model, data[:], "causal-lm")[0]))
+        true = own[canary.candidates.index(canary.secret)]
+        assert loss == pytest.approx(true, rel=1e-4)
+        assert rank == 1 + sum(x < true - 1e-6 for x in own)
+    assert scores.num_candidates == 5
+    assert scores.exposures == [exposure(r, 5) for r in scores.ranks]
 
 
 # ------------------------------------------------------------------ end to end
