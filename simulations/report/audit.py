@@ -98,12 +98,13 @@ def plot_losses(runs: Sequence[Mapping[str, Any]]) -> Figure:
     low, top = (min(finite), max(finite)) if finite else (0.0, 1.0)
     bins = [low + (top - low) * i / 25 for i in range(26)] if top > low else 25
     for ax, run in zip(axes, runs, strict=False):
-        ax.hist(run["member_losses"], bins=bins, alpha=0.6, label="members (planted)")
-        ax.hist(run["non_member_losses"], bins=bins, alpha=0.6, label="non-members")
+        # densities: there are usually more non-members than members
+        ax.hist(run["member_losses"], bins=bins, alpha=0.6, density=True, label="members (planted)")
+        ax.hist(run["non_member_losses"], bins=bins, alpha=0.6, density=True, label="non-members")
         ax.set_title(f"{run_label(run)}: AUC {run['auc']:.2f}", fontsize=9)
         ax.set_xlabel("loss of the planted secret")
         ax.grid(True, alpha=0.3)
-    axes[0].set_ylabel("canaries")
+    axes[0].set_ylabel("density")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
