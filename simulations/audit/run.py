@@ -134,11 +134,20 @@ def verdict(results: list[RunResult], min_auc: float) -> dict[str, Any]:
             ),
         }
     parts = [f"the attack succeeds without DP (AUC {base.auc:.2f})"]
+    violations = []
     for r in results:
         if r.name == NON_PRIVATE:
             continue
-        parts.append(f"ε = {r.epsilon:.2f}: AUC {r.auc:.2f} (gap {base.auc - r.auc:+.2f})")
-    return {"conclusive": True, "text": "; ".join(parts)}
+        eps = "?" if r.epsilon is None else f"{r.epsilon:.2f}"
+        parts.append(f"ε = {eps}: AUC {r.auc:.2f} (gap {base.auc - r.auc:+.2f})")
+        if r.auc_bound is not None and r.auc - 1.96 * r.auc_se > r.auc_bound:
+            violations.append(r.name)
+    if violations:
+        parts.append(
+            f"VIOLATION: {', '.join(violations)} exceed the AUC (ε, δ)-DP allows even after "
+            "sampling error; the accounting or the DP implementation is wrong"
+        )
+    return {"conclusive": True, "violations": violations, "text": "; ".join(parts)}
 
 
 def run_audit(

@@ -229,6 +229,11 @@ def test_verdict_is_inconclusive_when_the_attack_fails_without_dp() -> None:
     assert weak["conclusive"] is False and weak["text"].startswith("inconclusive")
     strong = verdict([_result(NON_PRIVATE, 0.95, None), _result("dp-eps1", 0.5, 1.0)], 0.8)
     assert strong["conclusive"] is True and "gap +0.45" in strong["text"]
+    assert strong["violations"] == []
+    leaky = _result("dp-eps1", 0.95, 1.0)
+    leaky.auc_bound = dp_auc_bound(1.0, 1e-5)  # 0.73: an AUC of 0.95 ± 0.1 cannot happen
+    broken = verdict([_result(NON_PRIVATE, 0.95, None), leaky], 0.8)
+    assert broken["violations"] == ["dp-eps1"] and "VIOLATION" in broken["text"]
 
 
 def test_causal_lm_scoring_ranks_each_candidate_by_its_own_loss(tiny_llama: Path) -> None:
@@ -328,7 +333,7 @@ def test_minilm_audit_shows_the_gap(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     saved = json.loads((out / "audit.json").read_text())
-    assert saved["verdict"]["conclusive"] is True
+    assert saved["verdict"]["conclusive"] is True and saved["verdict"]["violations"] == []
     runs = {r["name"]: r for r in saved["runs"]}
     assert runs[NON_PRIVATE]["auc"] >= 0.8
     for name, target in (("dp-eps8", 8.0), ("dp-eps1", 1.0)):
