@@ -29,7 +29,7 @@ class CanaryScores:
     """Per canary: the planted secret's loss, its rank and exposure among the candidates."""
 
     losses: list[float]
-    ranks: list[int]
+    ranks: list[float]
     exposures: list[float]
     num_candidates: int
 

@@ -54,17 +54,20 @@ def auc_standard_error(value: float, num_members: int, num_non_members: int) -> 
     return float(math.sqrt(max(var, 0.0)))
 
 
-def secret_rank(true_loss: float, candidate_losses: Sequence[float]) -> int:
-    """1 + how many candidates the model finds strictly likelier than the true secret.
+def secret_rank(true_loss: float, candidate_losses: Sequence[float]) -> float:
+    """The true secret's rank when candidates are sorted by loss (1 = the likeliest).
 
-    ``candidate_losses`` include the true secret's own loss once; ties go in the
-    secret's favour, the attacker's best case.
+    ``candidate_losses`` include the true secret's own loss once. Ties are broken at
+    random in expectation: a secret tied with t other candidates gets the mean of the
+    t + 1 ranks they share, so a model that cannot tell candidates apart gets no exposure.
     """
     losses = np.asarray(candidate_losses, dtype=np.float64)
-    return int(1 + np.sum(losses < true_loss))
+    better = int(np.sum(losses < true_loss))
+    tied_others = int(np.sum(losses == true_loss)) - 1
+    return 1.0 + better + max(tied_others, 0) / 2.0
 
 
-def exposure(rank: int, num_candidates: int) -> float:
+def exposure(rank: float, num_candidates: int) -> float:
     """log2(#candidates) - log2(rank): 0 for the worst rank, log2(#candidates) for rank 1."""
     if not 1 <= rank <= num_candidates:
         raise ValueError(f"rank {rank} is outside 1..{num_candidates}")

@@ -76,8 +76,8 @@ class RunResult:
     non_member_exposure: float
     member_losses: list[float]
     non_member_losses: list[float]
-    member_ranks: list[int]
-    non_member_ranks: list[int]
+    member_ranks: list[float]
+    non_member_ranks: list[float]
     final_eval_accuracy: float | None
     seconds: float
     run_dir: str

@@ -76,8 +76,11 @@ def test_exposure_and_rank() -> None:
     assert exposure(1, 8) == 3.0
     assert exposure(8, 8) == 0.0
     assert exposure(2, 5) == pytest.approx(math.log2(5) - 1)
-    # the true secret (0.5) is beaten only by 0.2; its tie with another 0.5 goes its way
-    assert secret_rank(0.5, [0.5, 0.2, 0.7, 0.5]) == 2
+    # the true secret (0.5) is beaten by 0.2 and tied with another 0.5: ranks 2 and 3 shared
+    assert secret_rank(0.5, [0.5, 0.2, 0.7, 0.5]) == 2.5
+    assert secret_rank(0.1, [0.1, 0.2, 0.7]) == 1.0
+    # a model that cannot tell 4 candidates apart: mean rank 2.5, exposure log2(4/2.5)
+    assert exposure(secret_rank(1.0, [1.0] * 4), 4) == pytest.approx(math.log2(4 / 2.5))
     with pytest.raises(ValueError):
         exposure(0, 5)
 
@@ -273,7 +276,7 @@ def test_causal_lm_scoring_ranks_each_candidate_by_its_own_loss(tiny_llama: Path
                 own.append(float(per_example_losses(model, data[:], "causal-lm")[0]))
         true = own[canary.candidates.index(canary.secret)]
         assert loss == pytest.approx(true, rel=1e-4)
-        assert rank == 1 + sum(x < true - 1e-6 for x in own)
+        assert rank == 1 + sum(x < true for x in own) + (sum(x == true for x in own) - 1) / 2
     assert scores.num_candidates == 5
     assert scores.exposures == [exposure(r, 5) for r in scores.ranks]
 
