@@ -139,6 +139,7 @@ def _tiny_config(tiny_bert: Path, *extra: str):  # type: ignore[no-untyped-def]
             "federation.rounds=1",
             "training.local-steps=2",
             "training.batch-size=8",
+            "simulation.total-cpus=1",  # one Ray actor: one torch import per run, not two
             *extra,
         ],
     )
