@@ -187,21 +187,28 @@ def client_data(
     return ClientData(train=train, eval=held_out, client_id=client_id)
 
 
-def server_eval_data(config: RunConfig, tokenizer: Any) -> Encoded | None:
-    """The server's held-out set (None when data.server-eval is empty)."""
+def server_eval_records(config: RunConfig) -> list[Record] | None:
+    """The rows of the server's held-out set (None when there is none)."""
     spec = config.data.server_eval
     if not spec:
         return None
     if spec == DEMO:
         if config.data.source != DEMO:
             return None
-        records = _demo_records(
+        return _demo_records(
             config,
             seed=config.training.seed + SERVER_EVAL_SEED_OFFSET,
             num_examples=config.data.server_eval_examples,
         )
-    else:
-        records = read_records(spec, "auto")
+    return read_records(spec, "auto")
+
+
+def server_eval_data(config: RunConfig, tokenizer: Any) -> Encoded | None:
+    """The server's held-out set (None when data.server-eval is empty)."""
+    records = server_eval_records(config)
+    if records is None:
+        return None
+    spec = config.data.server_eval
     examples = to_examples(config, records, tokenizer)
     return encode(config, examples, tokenizer, source=spec, locations=[r.where for r in records])
 
