@@ -19,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from common.atomic import write_bytes_atomic
 from common.privacy.ledger import Entry, PrivacyLedger
 
 META = "meta"  # the npz member holding the JSON metadata
@@ -92,13 +91,7 @@ class ReplyCache:
         arrays[META] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(buffer.getvalue())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, self.path)
+        write_bytes_atomic(self.path, buffer.getvalue(), mode=0o600)
 
 
 def fit_or_replay(
