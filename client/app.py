@@ -59,6 +59,13 @@ class PrivatuneClient(NumPyClient):
             self.client_id = policy.name
         partition = node_config.get(PARTITION_ID_KEY)
         self.partition_id = int(partition) if partition is not None else None
+        # HetLoRA: this client trains its own rank (the global adapter is truncated to it).
+        self.rank: int | None = None
+        if config.federation.strategy == "hetlora":
+            from common.hetlora import client_config, client_rank
+
+            self.rank = client_rank(config, self.partition_id)
+            config = client_config(config, self.rank)
         self.config = config
         self.runtime = get_runtime(config)
         self.data = get_client_data(
@@ -75,6 +82,8 @@ class PrivatuneClient(NumPyClient):
         if refusal is not None:
             reply = refuse(self.data, parameters, refusal)
             return reply.delta, reply.num_examples, reply.metrics
+        global_shapes = [p.shape for p in parameters]
+        parameters = self._local(parameters)
         fresh = new_ledger(self.config, lifetime_budget=self.lifetime_budget)
         # Without DP there is no ledger to open (and nothing to compose).
         session = self.ledgers.session(fresh) if self.config.privacy.enabled else nullcontext()
@@ -88,7 +97,22 @@ class PrivatuneClient(NumPyClient):
                 run=self.run,
                 **_round_settings(config),
             )
+        if self.rank is not None:
+            reply.metrics["lora_rank"] = self.rank
+            if protocol.SECAGG_CLIPPING_RANGE in config:  # SecAgg+ sums equal-length vectors
+                from common.hetlora import pad
+
+                reply.delta = pad(self.runtime.spec.names, reply.delta, global_shapes)
+                del reply.metrics["lora_rank"]
         return reply.delta, reply.num_examples, reply.metrics
+
+    def _local(self, parameters: list) -> list:
+        """The global adapter as this client trains it (HetLoRA: truncated to its rank)."""
+        if self.rank is None:
+            return parameters
+        from common.hetlora import truncate
+
+        return truncate(self.runtime.spec.names, parameters, self.rank)
 
     def _frozen_mismatch(self, config: dict) -> str | None:
         """FFA-LoRA is exact only if this node's frozen A matrices equal the server's."""
@@ -103,7 +127,7 @@ class PrivatuneClient(NumPyClient):
     def evaluate(self, parameters, config):  # type: ignore[no-untyped-def]
         from client.node import evaluate_adapter
 
-        return evaluate_adapter(self.config, self.runtime, self.data, parameters)
+        return evaluate_adapter(self.config, self.runtime, self.data, self._local(parameters))
 
 
 def _round_settings(config: dict) -> dict[str, Any]:

@@ -172,6 +172,7 @@ class DeltaFedAvg(FedAvg):
                 continue
             arrays = parameters_to_ndarrays(res.parameters)
             try:
+                arrays = self.to_global_layout(arrays, metrics, who)
                 check_arrays(self.spec, arrays, who=who, max_norm=self.max_update_norm)
             except UpdateRejected as exc:
                 log.error("round %s: update rejected: %s", server_round, exc)
@@ -179,6 +180,10 @@ class DeltaFedAvg(FedAvg):
                 continue
             accepted.append((arrays, int(res.num_examples), metrics))
         return accepted, refused, rejected
+
+    def to_global_layout(self, arrays: list[np.ndarray], metrics: dict, who: str) -> list:
+        """A client's update in the global adapter's layout (HetLoRA pads; FedAvg: as sent)."""
+        return arrays
 
     def _record_client_metrics(
         self, record: RoundRecord, results: list[tuple[ClientProxy, FitRes]]
