@@ -14,9 +14,7 @@ from common.errors import PrivatuneError
 from common.export import export
 
 
-def _finished_run(
-    tmp_path: Path, tiny_bert: Path, method: str = "lora"
-) -> tuple[Path, object]:
+def _finished_run(tmp_path: Path, tiny_bert: Path, method: str = "lora") -> tuple[Path, object]:
     config = load_config(None, [f"model.path='{tiny_bert}'", f"peft.method='{method}'"])
     model = build_adapter_model(config, num_labels=5)
     rng = np.random.default_rng(0)
