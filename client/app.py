@@ -86,6 +86,13 @@ class PrivatuneClient(NumPyClient):
             self.client_id = policy.name
         partition = node_config.get(PARTITION_ID_KEY)
         self.partition_id = int(partition) if partition is not None else None
+        # HetLoRA: this client trains its own rank (the global adapter is truncated to it).
+        self.rank: int | None = None
+        if config.federation.strategy == "hetlora":
+            from common.hetlora import client_config, client_rank
+
+            self.rank = client_rank(config, self.partition_id)
+            config = client_config(config, self.rank)
         self.config = config
         self.runtime = get_runtime(config)
         self.data = get_client_data(
@@ -106,30 +113,49 @@ class PrivatuneClient(NumPyClient):
         settings = _round_settings(config)
         # The server's run key outlives a server restart; Flower's run id does not.
         run = str(config.get(protocol.RUN_KEY) or self.run)
+        global_shapes = [p.shape for p in parameters]
+        local = self._local(parameters)
         if not self.config.privacy.enabled:  # no ledger to open, nothing to compose
             reply = fit(
-                self.config, self.runtime, self.data, parameters, ledger=None, run=run, **settings
+                self.config, self.runtime, self.data, local, ledger=None, run=run, **settings
             )
-            return reply.delta, reply.num_examples, reply.metrics
-        fresh = new_ledger(self.config, lifetime_budget=self.lifetime_budget)
-        with self.ledgers.session(fresh) as ledger:
-            return fit_or_replay(
-                self.ledgers.replies,
-                ledger,
-                run=run,
-                server_round=int(settings["server_round"]),
-                received=parameters,
-                train=lambda: fit(
-                    self.config,
-                    self.runtime,
-                    self.data,
-                    parameters,
-                    ledger=ledger,
+            delta, num_examples, metrics = reply.delta, reply.num_examples, reply.metrics
+        else:
+            fresh = new_ledger(self.config, lifetime_budget=self.lifetime_budget)
+            with self.ledgers.session(fresh) as ledger:
+                delta, num_examples, metrics = fit_or_replay(
+                    self.ledgers.replies,
+                    ledger,
                     run=run,
-                    **settings,
-                ),
-                privacy_metrics=privacy_metrics,
-            )
+                    server_round=int(settings["server_round"]),
+                    received=parameters,
+                    train=lambda: fit(
+                        self.config,
+                        self.runtime,
+                        self.data,
+                        local,
+                        ledger=ledger,
+                        run=run,
+                        **settings,
+                    ),
+                    privacy_metrics=privacy_metrics,
+                )
+        if self.rank is not None:
+            metrics["lora_rank"] = self.rank
+            if protocol.SECAGG_CLIPPING_RANGE in config:  # SecAgg+ sums equal-length vectors
+                from common.hetlora import pad
+
+                delta = pad(self.runtime.spec.names, delta, global_shapes)
+                del metrics["lora_rank"]
+        return delta, num_examples, metrics
+
+    def _local(self, parameters: list) -> list:
+        """The global adapter as this client trains it (HetLoRA: truncated to its rank)."""
+        if self.rank is None:
+            return parameters
+        from common.hetlora import truncate
+
+        return truncate(self.runtime.spec.names, parameters, self.rank)
 
     def _frozen_mismatch(self, config: dict) -> str | None:
         """FFA-LoRA is exact only if this node's frozen A matrices equal the server's."""
@@ -144,7 +170,7 @@ class PrivatuneClient(NumPyClient):
     def evaluate(self, parameters, config):  # type: ignore[no-untyped-def]
         from client.node import evaluate_adapter
 
-        return evaluate_adapter(self.config, self.runtime, self.data, parameters)
+        return evaluate_adapter(self.config, self.runtime, self.data, self._local(parameters))
 
 
 def _round_settings(config: dict) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from client.per_sample import opacus_ready
 from common.errors import PrivatuneError
 from common.privacy.ledger import Entry
 
@@ -53,6 +54,24 @@ def private_training(
     settings: DPSettings,
 ) -> Iterator[PrivateTraining]:
     """Attach Opacus to ``model`` for one round; detach its hooks however the round ends."""
+    with (
+        opacus_ready(model),
+        _private_training(
+            model, optimizer, dataset, batch_size=batch_size, settings=settings
+        ) as private,
+    ):
+        yield private
+
+
+@contextmanager
+def _private_training(
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    dataset: TensorDataset,
+    *,
+    batch_size: int,
+    settings: DPSettings,
+) -> Iterator[PrivateTraining]:
     from opacus import PrivacyEngine
 
     engine = PrivacyEngine(accountant="rdp")

@@ -43,6 +43,7 @@ def _model_key(config: RunConfig) -> str:
     parts = (
         config.model,
         config.lora,
+        config.peft,
         config.data.labels,
         config.data.source,
         config.training.seed,

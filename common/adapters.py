@@ -38,7 +38,7 @@ class AdapterSpec:
 
 
 def peft_config(config: RunConfig) -> Any:
-    """The PEFT LoRA config for this run."""
+    """The PEFT LoRA config for this run (peft.method = "lora")."""
     import peft
 
     lora = config.lora
@@ -52,14 +52,19 @@ def peft_config(config: RunConfig) -> Any:
 
 
 def build_adapter_model(config: RunConfig, *, num_labels: int | None = None) -> Any:
-    """Base model + fresh LoRA adapter; initialisation is seeded by training.seed.
+    """Base model + fresh adapter of ``peft.method``; initialisation is seeded by training.seed.
 
     The server's initial adapter is the one every client starts from, so the random
-    initialisation of LoRA A and of the task head is shared by construction.
+    initialisation of the adapter (LoRA A, prompts, prefixes) and of the task head is
+    shared by construction.
     """
-    import peft
     import torch
 
+    from common.peft_methods import get_method
+    from common.quantization import check_quantization
+
+    method = get_method(config.peft.method)
+    check_quantization(config, quantizable=method.quantizable)
     # Seeded before loading: a classification head missing from the checkpoint is
     # initialised randomly by from_pretrained, and it is part of the adapter.
     torch.manual_seed(config.training.seed)
@@ -68,18 +73,9 @@ def build_adapter_model(config: RunConfig, *, num_labels: int | None = None) -> 
         config.model.task,
         num_labels=num_labels,
         dropout=config.model.dropout,
+        quantization=config.model.quantization,
     )
-    try:
-        model = peft.get_peft_model(base, peft_config(config))
-    except ValueError as exc:
-        from common.errors import ModelError
-
-        raise ModelError(
-            f"lora.target-modules: PEFT cannot adapt this model ({exc}); set "
-            "lora.target-modules to names of its linear layers"
-        ) from exc
-    if config.lora.variant == "ffa":
-        freeze_lora_a(model)
+    model = method.build(base, config)
     model.train()
     return model
 
@@ -170,8 +166,13 @@ def add(base: Sequence[np.ndarray], delta: Sequence[np.ndarray]) -> list[np.ndar
     return [(b + d).astype(np.float32) for b, d in zip(base, delta, strict=True)]
 
 
-def save_adapter(model: Any, arrays: Sequence[np.ndarray], folder: Path) -> None:
-    """Write the adapter in PEFT's own format (loadable by stock PeftModel.from_pretrained)."""
+def save_adapter(
+    model: Any, arrays: Sequence[np.ndarray], folder: Path, *, method: str = "lora"
+) -> None:
+    """Write the adapter in its method's format: PEFT's own (loadable by stock
+    PeftModel.from_pretrained) for every PEFT library method, safetensors for BitFit."""
+    from common.peft_methods import get_method
+
     set_adapter_arrays(model, arrays)
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(folder))
+    get_method(method).save(model, folder)

@@ -74,6 +74,12 @@ class ModelConfig(_Section):
         description="Override the model's dropout probabilities (0 makes training "
         "deterministic while keeping train mode, which Opacus needs).",
     )
+    quantization: Literal["none", "8bit", "4bit"] = Field(
+        "none",
+        description="QLoRA-style k-bit loading of the frozen base model. Only 'none' runs "
+        "here: 8/4-bit loading needs bitsandbytes, see common/quantization.py for why it is "
+        "refused on this CPU-only setup.",
+    )
 
 
 class DataConfig(_Section):
@@ -153,6 +159,36 @@ class LoraConfig(_Section):
         None,
         description="Module names to adapt; default: the attention query/value projections "
         "the model family uses.",
+    )
+    ranks: list[PositiveInt] | None = Field(
+        None,
+        description="Heterogeneous ranks (federation.strategy = hetlora): client k trains "
+        "rank ranks[k mod len], each at most lora.r, the rank of the global adapter. Clients "
+        "with less compute or bandwidth train and send a smaller adapter.",
+    )
+
+
+class PeftSection(_Section):
+    """Which parameter-efficient method is trained; only its weights are ever sent."""
+
+    method: Literal["lora", "prompt-tuning", "prefix-tuning", "ia3", "bitfit"] = Field(
+        "lora",
+        description="lora (settings in [lora]); prompt-tuning (trainable soft-prompt "
+        "embeddings prepended to the input); prefix-tuning (trainable key/value prefixes in "
+        "every attention layer); ia3 (learned rescaling vectors of keys, values and the "
+        "feed-forward input); bitfit (only the bias terms). Every one trains with DP-SGD.",
+    )
+    num_virtual_tokens: PositiveInt = Field(
+        8, description="prompt-tuning and prefix-tuning: length of the learned prompt/prefix."
+    )
+    target_modules: list[str] | None = Field(
+        None,
+        description="ia3: modules whose output (or, for feed-forward ones, input) is "
+        "rescaled; default: PEFT's choice for the model family (keys, values, FFN output).",
+    )
+    feedforward_modules: list[str] | None = Field(
+        None,
+        description="ia3: the subset of target-modules scaled on their input; default: PEFT's.",
     )
 
 
@@ -368,6 +404,7 @@ class RunConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     partition: PartitionConfig = Field(default_factory=PartitionConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
+    peft: PeftSection = Field(default_factory=PeftSection)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     federation: FederationConfig = Field(default_factory=FederationConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
@@ -397,6 +434,7 @@ class RunConfig(_Section):
                 'model.path "default" (MiniLM, an encoder) supports only '
                 'model.task = "sequence-classification"; set model.path to a causal LM folder'
             )
+        problems.extend(self._adapter_problems())
         opt = self.server_optimizer
         if self.central_dp.enabled and (opt.name != "fedavg" or opt.lr not in (None, 1.0)):
             problems.append(
@@ -406,6 +444,42 @@ class RunConfig(_Section):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _adapter_problems(self) -> list[str]:
+        """Combinations of peft.method, lora.variant, lora.ranks and the strategy that clash."""
+        problems = []
+        method, lora = self.peft.method, self.lora
+        if method != "lora" and lora.variant != "lora":
+            problems.append(
+                f'lora.variant = "{lora.variant}" applies to peft.method = "lora" only '
+                f'(got peft.method = "{method}"); remove lora.variant'
+            )
+        hetlora = self.federation.strategy == "hetlora"
+        if hetlora and method != "lora":
+            problems.append(
+                f'federation.strategy = "hetlora" aggregates LoRA matrices of different ranks; '
+                f'it needs peft.method = "lora" (got "{method}")'
+            )
+        if hetlora and lora.variant == "ffa":
+            problems.append(
+                'federation.strategy = "hetlora" cannot use lora.variant = "ffa": clients of '
+                "different ranks would not share the frozen A matrices FFA-LoRA relies on"
+            )
+        if hetlora and not lora.ranks:
+            problems.append(
+                'federation.strategy = "hetlora" needs lora.ranks, the clients\' ranks '
+                "(e.g. [2, 4, 8]; each at most lora.r)"
+            )
+        if lora.ranks and not hetlora:
+            problems.append(
+                'lora.ranks (heterogeneous ranks) needs federation.strategy = "hetlora"'
+            )
+        if lora.ranks and max(lora.ranks) > lora.r:
+            problems.append(
+                f"lora.ranks: {max(lora.ranks)} exceeds lora.r = {lora.r}, the rank of the "
+                "global adapter; raise lora.r or lower the ranks"
+            )
+        return problems
 
     @property
     def equal_weights(self) -> bool:

@@ -18,7 +18,10 @@ def export(run_dir: Path, out: Path, *, merge: bool = False, overwrite: bool = F
     """Copy (or merge) ``run_dir/adapter`` into ``out``; returns ``out``."""
     adapter = run_dir / "adapter"
     config_file = run_dir / "config.resolved.toml"
-    if not (adapter / "adapter_config.json").is_file() or not config_file.is_file():
+    from common.peft_methods import BITFIT_CONFIG
+
+    saved = (adapter / "adapter_config.json").is_file() or (adapter / BITFIT_CONFIG).is_file()
+    if not saved or not config_file.is_file():
         raise PrivatuneError(
             f"{run_dir}: no finished run here (needs adapter/ and config.resolved.toml)"
         )
@@ -27,6 +30,12 @@ def export(run_dir: Path, out: Path, *, merge: bool = False, overwrite: bool = F
             raise PrivatuneError(f"{out} is not empty; choose another folder or pass --overwrite")
         shutil.rmtree(out)
     config = load_config(config_file)
+    if merge and config.peft.method in ("prompt-tuning", "prefix-tuning"):
+        raise PrivatuneError(
+            f"--merge: peft.method = {config.peft.method!r} adds virtual tokens, not weight "
+            "changes, so there is nothing to merge into the base; export the adapter "
+            "without --merge and load it with PeftModel.from_pretrained"
+        )
     if not merge:
         shutil.copytree(adapter, out)
         return out
@@ -46,7 +55,12 @@ def export(run_dir: Path, out: Path, *, merge: bool = False, overwrite: bool = F
             label2id={label: i for i, label in enumerate(labels)},
         )
     base = auto.from_pretrained(folder, **kwargs)
-    merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
+    if config.peft.method == "bitfit":  # trained tensors of the base itself: load them in
+        from common.peft_methods import load_bitfit
+
+        merged = load_bitfit(base, adapter)
+    else:
+        merged = PeftModel.from_pretrained(base, adapter).merge_and_unload()
     merged.save_pretrained(out)
     load_tokenizer(config.model.path).save_pretrained(out)
     return out

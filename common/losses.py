@@ -17,8 +17,16 @@ from common.data.encode import IGNORE_INDEX
 
 
 def forward_logits(model: Any, batch: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The model's logits for the batch's own positions.
+
+    Prompt tuning prepends virtual tokens to a causal LM's input, so its logits are
+    longer than the batch; those leading positions have no labels and are dropped.
+    """
     input_ids, attention, _ = batch
-    return model(input_ids=input_ids, attention_mask=attention).logits
+    logits = model(input_ids=input_ids, attention_mask=attention).logits
+    if logits.dim() == 3 and logits.shape[1] > input_ids.shape[1]:
+        logits = logits[:, -input_ids.shape[1] :]
+    return logits
 
 
 def classification_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -149,9 +149,16 @@ def load_base_model(
     *,
     num_labels: int | None = None,
     dropout: float | None = None,
+    quantization: str = "none",
 ) -> Any:
-    """Load the base model for ``task`` from a local folder, in float32 on the CPU."""
+    """Load the base model for ``task`` from a local folder, in float32 on the CPU.
+
+    ``quantization`` "8bit"/"4bit" loads the frozen linear layers with bitsandbytes
+    (QLoRA-style; see common/quantization.py).
+    """
     import transformers
+
+    from common.quantization import quantization_config
 
     folder = resolve_model_dir(path)
     spec = TASKS[task]
@@ -161,6 +168,9 @@ def load_base_model(
         if not num_labels or num_labels < 2:
             raise ModelError("sequence classification needs at least two labels in the data")
         kwargs["num_labels"] = num_labels
+    quantized = quantization_config(quantization)
+    if quantized is not None:
+        kwargs.update(quantization_config=quantized, device_map="cpu")
     quiet_transformers()
     try:
         model = factory(folder, **kwargs)

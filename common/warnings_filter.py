@@ -8,10 +8,15 @@
   embeddings under LoRA; Opacus's hooks still see every adapter layer (the DP preflight
   checks it).
 - transformers "is_gradient_checkpointing is deprecated": raised inside PEFT.
+- bitsandbytes (logs, imported by PEFT when installed): "Failed to load CPU
+  gemm_4bit_forward from kernels-community" (an optional hub-downloaded kernel, which
+  privatune never fetches: the built-in CPU path runs) and "MatMul8bitLt: inputs will be
+  cast ... to float16" on every 8-bit forward (how bitsandbytes' int8 matmul works).
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 _EXPECTED = (
@@ -22,6 +27,11 @@ _EXPECTED = (
 )
 
 
+_QUIET_LOGGERS = ("bitsandbytes.backends.cpu.ops", "bitsandbytes.autograd._functions")
+
+
 def silence_expected_warnings() -> None:
     for pattern in _EXPECTED:
         warnings.filterwarnings("ignore", message=pattern)
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)

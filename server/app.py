@@ -142,6 +142,7 @@ def run_server(
         outputs.adapter_dir(), lambda folder: server_model.save(book.latest, folder)
     )
     summary = summarise(book.history, config, time.monotonic() - started)
+    summary["adapter_params"] = server_model.spec.num_params
     outputs.write_summary(summary)
     if checkpoint is not None:
         checkpoint.finished = True
@@ -180,8 +181,17 @@ def summarise(history: list[dict[str, Any]], config: RunConfig, seconds: float) 
         "final_eval_loss": last.get("eval_loss"),
         "dp": config.privacy.enabled,
         "secure_aggregation": config.secure_aggregation.enabled,
+        # What was fine-tuned and how it was aggregated, for the report.
+        "peft_method": config.peft.method,
+        "strategy": config.federation.strategy,
+        "quantization": config.model.quantization,
         "seconds": round(seconds, 1),
     }
+    if config.peft.method == "lora":
+        summary["lora_variant"] = config.lora.variant
+        summary["lora_rank"] = config.lora.r
+    if config.lora.ranks:
+        summary["lora_client_ranks"] = list(config.lora.ranks)
     if config.privacy.enabled:
         summary["epsilon_max"] = last.get("epsilon_max")
     if config.central_dp.enabled:

@@ -56,4 +56,4 @@ class ServerModel:
         return loss, dict(scores)
 
     def save(self, arrays: list[np.ndarray], folder: Path) -> None:
-        save_adapter(self.model, arrays, folder)
+        save_adapter(self.model, arrays, folder, method=self.config.peft.method)

@@ -202,7 +202,7 @@ class DeltaFedAvg(FedAvg):
                 log.warning("round %s: %s refused: %s", server_round, who, metrics.get("refusal"))
                 continue
             try:
-                arrays = self._validated(res, who)
+                arrays = self._validated(res, metrics, who)
             except UpdateRejected as exc:
                 log.error("round %s: update rejected: %s", server_round, exc)
                 rejected.append(
@@ -218,7 +218,7 @@ class DeltaFedAvg(FedAvg):
             accepted.append((arrays, int(res.num_examples), metrics))
         return accepted, refused, rejected
 
-    def _validated(self, res: FitRes, who: str) -> list[np.ndarray]:
+    def _validated(self, res: FitRes, metrics: dict, who: str) -> list[np.ndarray]:
         """The update's arrays, or UpdateRejected saying what is wrong with them.
 
         The size is checked before decoding, so an oversize message costs no memory
@@ -239,7 +239,12 @@ class DeltaFedAvg(FedAvg):
             arrays = parameters_to_ndarrays(res.parameters)
         except (ValueError, OSError, EOFError) as exc:
             raise UpdateRejected(f"{who}: update is not a list of numpy arrays ({exc})") from exc
+        arrays = self.to_global_layout(arrays, metrics, who)
         check_arrays(self.spec, arrays, who=who, max_norm=self.max_update_norm)
+        return arrays
+
+    def to_global_layout(self, arrays: list[np.ndarray], metrics: dict, who: str) -> list:
+        """A client's update in the global adapter's layout (HetLoRA pads; FedAvg: as sent)."""
         return arrays
 
     def _record_client_metrics(

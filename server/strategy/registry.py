@@ -7,9 +7,11 @@ from typing import Any
 
 from common.errors import ConfigError
 from server.strategy.fedavg import DeltaFedAvg
+from server.strategy.hetlora import HetLoRAFedAvg
 
 STRATEGIES: dict[str, Callable[..., Any]] = {
     "fedavg": DeltaFedAvg,
+    "hetlora": HetLoRAFedAvg,  # heterogeneous LoRA ranks, zero-padded (lora.ranks)
 }
 
 

@@ -14,8 +14,8 @@ from common.errors import PrivatuneError
 from common.export import export
 
 
-def _finished_run(tmp_path: Path, tiny_bert: Path) -> tuple[Path, object]:
-    config = load_config(None, [f"model.path='{tiny_bert}'"])
+def _finished_run(tmp_path: Path, tiny_bert: Path, method: str = "lora") -> tuple[Path, object]:
+    config = load_config(None, [f"model.path='{tiny_bert}'", f"peft.method='{method}'"])
     model = build_adapter_model(config, num_labels=5)
     rng = np.random.default_rng(0)
     arrays = [
@@ -23,16 +23,19 @@ def _finished_run(tmp_path: Path, tiny_bert: Path) -> tuple[Path, object]:
         for a in get_adapter_arrays(model)
     ]
     run = tmp_path / "run"
-    save_adapter(model, arrays, run / "adapter")
+    save_adapter(model, arrays, run / "adapter", method=method)
     (run / "config.resolved.toml").write_text(config.to_toml())
     return run, model
 
 
-def test_merged_export_matches_base_plus_adapter(tiny_bert: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["lora", "ia3", "bitfit"])
+def test_merged_export_matches_base_plus_adapter(
+    method: str, tiny_bert: Path, tmp_path: Path
+) -> None:
     """A stock AutoModel loaded from the export reproduces the adapter model's logits."""
     from transformers import AutoModelForSequenceClassification
 
-    run, model = _finished_run(tmp_path, tiny_bert)
+    run, model = _finished_run(tmp_path, tiny_bert, method)
     out = export(run, tmp_path / "merged", merge=True)
     merged = AutoModelForSequenceClassification.from_pretrained(out).eval()
     model.eval()  # type: ignore[attr-defined]
@@ -55,3 +58,10 @@ def test_adapter_export_and_errors(tiny_bert: Path, tmp_path: Path) -> None:
         export(run, out)
     with pytest.raises(PrivatuneError, match="no finished run"):
         export(tmp_path / "nowhere", tmp_path / "x")
+
+
+def test_prompt_methods_cannot_be_merged(tiny_bert: Path, tmp_path: Path) -> None:
+    run, _ = _finished_run(tmp_path, tiny_bert, "prompt-tuning")
+    with pytest.raises(PrivatuneError, match="nothing to merge"):
+        export(run, tmp_path / "merged", merge=True)
+    assert (export(run, tmp_path / "adapter") / "adapter_config.json").is_file()

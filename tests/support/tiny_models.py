@@ -101,8 +101,11 @@ def build_tiny_bert(folder: Path, *, seed: int = 0) -> Path:
     return folder
 
 
-def build_tiny_llama(folder: Path, *, seed: int = 0) -> Path:
-    """A 2-layer, width-32 Llama causal LM and its tokenizer, saved to ``folder``."""
+def build_tiny_llama(folder: Path, *, seed: int = 0, hidden: int = 32) -> Path:
+    """A 2-layer, width-32 (or ``hidden``) Llama causal LM and its tokenizer, saved to ``folder``.
+
+    4-bit quantization needs widths that are multiples of bitsandbytes' block size (64).
+    """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -110,8 +113,8 @@ def build_tiny_llama(folder: Path, *, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
         num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=2,
@@ -121,5 +124,27 @@ def build_tiny_llama(folder: Path, *, seed: int = 0) -> Path:
         eos_token_id=tokenizer.eos_token_id,
     )
     LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def build_tiny_gpt2(folder: Path, *, seed: int = 0) -> Path:
+    """A 2-layer, width-32 GPT-2 (Conv1D layers, with biases) and its tokenizer."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = _tokenizer("llama")
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_positions=128,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    GPT2LMHeadModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
