@@ -46,6 +46,7 @@ def run_server(grid: Grid, context: Context, config: RunConfig, output_dir: Path
         else None
     )
     server_model = ServerModel(config)
+    general_before = server_model.general_scores(server_model.initial)
     fed = config.federation
     strategy = build_strategy(
         fed.strategy,
@@ -89,6 +90,9 @@ def run_server(grid: Grid, context: Context, config: RunConfig, output_dir: Path
     outputs.save_adapter_dir(
         outputs.adapter_dir(), lambda folder: server_model.save(book.latest, folder)
     )
+    if general_before is not None:
+        after = server_model.general_scores(book.latest)
+        outputs.write_forgetting(forgetting_record(config, book.history, general_before, after))
     summary = summarise(book.history, config, time.monotonic() - started)
     outputs.write_summary(summary)
     return summary
@@ -111,6 +115,20 @@ def _extra_fit_config(
     return extra
 
 
+def forgetting_record(
+    config: RunConfig, history: list[dict[str, Any]], before: dict, after: dict | None
+) -> dict[str, Any]:
+    """forgetting.json: the general set's metrics before training and after the last round."""
+    last = max((r["round"] for r in history), default=0)
+    return {
+        "general_eval": config.data.general_eval,
+        "before_round": 0,
+        "after_round": last,
+        "before": before,
+        "after": after or {},
+    }
+
+
 def summarise(history: list[dict[str, Any]], config: RunConfig, seconds: float) -> dict:
     first = history[0] if history else {}
     last = history[-1] if history else {}
@@ -125,6 +143,7 @@ def summarise(history: list[dict[str, Any]], config: RunConfig, seconds: float) 
         "final_eval_loss": last.get("eval_loss"),
         "dp": config.privacy.enabled,
         "secure_aggregation": config.secure_aggregation.enabled,
+        "strategy": config.federation.strategy,
         "seconds": round(seconds, 1),
     }
     if config.privacy.enabled:

@@ -87,6 +87,10 @@ def simulate(
             f"federation.strategy: unknown strategy {config.federation.strategy!r}; "
             f"choose one of {sorted(STRATEGIES)}"
         )
+    if config.data.mixture:  # fail before Ray starts, naming data.mixture[i]
+        from common.data.mixture import mixture_records
+
+        mixture_records(config)
     output_dir = Path(output_dir)
     check_output_dir(output_dir, overwrite=overwrite)
     _quiet_environment(config)

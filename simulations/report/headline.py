@@ -26,6 +26,8 @@ class Headline:
     delta: float | None
     dp_ran: bool
     secagg: bool | None
+    strategy: str | None = None
+    peft_method: str | None = None
 
 
 def metric_series(rounds: Sequence[Mapping[str, Any]], key: str) -> Series:
@@ -87,6 +89,47 @@ def _secagg(data: RunData) -> bool | None:
     return _config_flag(data.config, "secure-aggregation")
 
 
+def _table(config: Mapping[str, Any] | None, section: str) -> Mapping[str, Any]:
+    table = (config or {}).get(section) or (config or {}).get(section.replace("-", "_"))
+    return table if isinstance(table, Mapping) else {}
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def run_strategy(data: RunData) -> str | None:
+    """federation.strategy (summary.json, else the config) and a non-default server optimiser."""
+    summary = data.summary if isinstance(data.summary, Mapping) else {}
+    name = _text(summary.get("strategy")) or _text(
+        _table(data.config, "federation").get("strategy")
+    )
+    optimiser = _text(_table(data.config, "server-optimizer").get("name"))
+    if name is None:
+        return None
+    if optimiser and optimiser != "fedavg":
+        return f"{name}, server optimiser {optimiser}"
+    return name
+
+
+def run_peft_method(data: RunData) -> str | None:
+    """summary.json's peft_method, else the config's; a LoRA run names its variant."""
+    summary = data.summary if isinstance(data.summary, Mapping) else {}
+    peft = _table(data.config, "peft")
+    method = (
+        _text(summary.get("peft_method"))
+        or _text(peft.get("method"))
+        or _text(_table(data.config, "model").get("peft-method"))
+    )
+    lora = _table(data.config, "lora")
+    if method is None and lora:
+        method = "lora"
+    variant = _text(lora.get("variant"))
+    if method == "lora" and variant and variant != "lora":
+        return f"lora ({variant.upper()}-LoRA)" if variant == "ffa" else f"lora ({variant})"
+    return method
+
+
 def failed_rounds(data: RunData) -> list[int]:
     return [r["round"] for r in data.rounds if r.get("failed") is True]
 
@@ -114,4 +157,6 @@ def compute_headline(data: RunData) -> Headline:
         delta=ledger_delta(data.ledger),
         dp_ran=data.ledger is not None or epsilon is not None,
         secagg=_secagg(data),
+        strategy=run_strategy(data),
+        peft_method=run_peft_method(data),
     )

@@ -99,6 +99,26 @@ def plot_accuracy(data: RunData) -> Figure | None:
     return fig
 
 
+GENERATION_KEYS = (
+    ("eval_rouge_l", "ROUGE-L F (server held-out)", 100.0),
+    ("eval_bleu", "BLEU (server held-out)", 1.0),
+    ("eval_exact_match", "exact match (server held-out)", 100.0),
+    ("fed_eval_rouge_l", "ROUGE-L F (clients' held-out)", 100.0),
+    ("fed_eval_bleu", "BLEU (clients' held-out)", 1.0),
+    ("fed_eval_exact_match", "exact match (clients' held-out)", 100.0),
+)
+
+
+def plot_generation(data: RunData) -> Figure | None:
+    """Scores of generated answers (causal LMs); all on 0-100 so one axis serves."""
+    fig, ax = _new_axes("Generated answers per round", "score (0-100)")
+    if not _plot_lines(ax, data.rounds, GENERATION_KEYS):
+        return None
+    ax.set_ylim(bottom=0)
+    _shade_failed(ax, failed_rounds(data))
+    return fig
+
+
 def _byte_unit(largest: float) -> tuple[str, float]:
     """MB once any round moves a megabyte, so the axis never reads 0.001 or 12000."""
     return ("MB", 1e6) if largest >= 1e6 else ("KB", 1e3)
@@ -207,6 +227,11 @@ PLOTS = (
     PlotSpec("plot_loss.png", "Training and evaluation loss", plot_loss),
     PlotSpec(
         "plot_accuracy.png", "Evaluation accuracy against the untrained adapter", plot_accuracy
+    ),
+    PlotSpec(
+        "plot_generation.png",
+        "ROUGE-L, BLEU and exact match of generated answers (greedy)",
+        plot_generation,
     ),
     PlotSpec("plot_bytes.png", "Bytes sent per round", plot_bytes),
     PlotSpec("plot_epsilon.png", "Differential-privacy ε spent", plot_epsilon),
