@@ -452,13 +452,23 @@ class RunConfig(_Section):
         A deployed run's config must reach every SuperNode, which cannot read the
         coordinator's files; Flower's run_config carries it as this one string.
         """
-        import tomli_w
-
         items = []
         for key, value in self.to_flat().items():
-            rendered = tomli_w.dumps({"v": value}).strip().removeprefix("v = ")
-            items.append(shlex.quote(f"{key}={rendered}"))
+            items.append(shlex.quote(f"{key}={_inline_toml(value)}"))
         return " ".join(items)
+
+
+def _inline_toml(value: Any) -> str:
+    """One TOML value on one line; tables (``[[data.mixture]]`` items) as inline tables,
+    which tomli_w would otherwise write as ``[[v]]`` sections."""
+    import tomli_w
+
+    if isinstance(value, Mapping):
+        inner = ", ".join(f"{k} = {_inline_toml(v)}" for k, v in value.items())
+        return "{" + inner + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_inline_toml(v) for v in value) + "]"
+    return tomli_w.dumps({"v": value}).strip().removeprefix("v = ")
 
 
 def _data_checks(config: RunConfig) -> list[str]:

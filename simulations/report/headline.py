@@ -28,6 +28,38 @@ class Headline:
     secagg: bool | None
     strategy: str | None = None
     peft_method: str | None = None
+    generation: GenerationHeadline | None = None
+
+
+@dataclass(frozen=True)
+class GenerationHeadline:
+    """Scores of generated answers (causal LMs): the final round against round 0."""
+
+    side: str  # "eval" (server held-out) or "fed_eval" (clients' held-out)
+    final_round: int
+    final: dict[str, float]
+    baseline: dict[str, float] | None
+
+
+GENERATION_METRICS = ("rouge_l", "bleu", "exact_match")
+
+
+def generation_headline(rounds: Sequence[Mapping[str, Any]]) -> GenerationHeadline | None:
+    """The server's scores when the run has them, else the clients' (no round 0 there)."""
+    for side in ("eval", "fed_eval"):
+        key = f"{side}_rouge_l"
+        scored = [r for r in rounds if r["round"] > 0 and is_number(r.get(key))]
+        if not scored:
+            continue
+        last = scored[-1]
+        zero = next((r for r in rounds if r["round"] == 0 and is_number(r.get(key))), None)
+
+        def pick(record: Mapping[str, Any], side: str = side) -> dict[str, float]:
+            values = {m: record.get(f"{side}_{m}") for m in GENERATION_METRICS}
+            return {m: float(v) for m, v in values.items() if is_number(v)}
+
+        return GenerationHeadline(side, last["round"], pick(last), pick(zero) if zero else None)
+    return None
 
 
 def metric_series(rounds: Sequence[Mapping[str, Any]], key: str) -> Series:
@@ -159,4 +191,5 @@ def compute_headline(data: RunData) -> Headline:
         secagg=_secagg(data),
         strategy=run_strategy(data),
         peft_method=run_peft_method(data),
+        generation=generation_headline(rounds),
     )

@@ -129,7 +129,29 @@ def _td(text: str) -> str:
     return f"<td{css}>{_esc(text)}</td>"
 
 
+def _fmt_generation(scores: Mapping[str, float]) -> str:
+    names = {"rouge_l": "ROUGE-L", "bleu": "BLEU", "exact_match": "exact match"}
+    return ", ".join(
+        f"{names[k]} {fmt_float(v, '.2f' if k == 'bleu' else '.3f')}" for k, v in scores.items()
+    )
+
+
+def _generation_items(h: Headline) -> list[tuple[str, str]]:
+    g = h.generation
+    if g is None:
+        return []
+    which = "server held-out" if g.side == "eval" else "clients' held-out"
+    items = [
+        (f"Generated answers ({which}, round {g.final_round})", _esc(_fmt_generation(g.final)))
+    ]
+    if g.baseline is not None:
+        items.append(("Untrained adapter (round 0)", _esc(_fmt_generation(g.baseline))))
+    return items
+
+
 def _accuracy_items(h: Headline) -> list[tuple[str, str]]:
+    if h.final_accuracy is None and h.generation is not None:
+        return _generation_items(h)
     if h.final_accuracy is None:
         return [("Final accuracy", "<span class='muted'>not evaluated</span>")]
     which = "server held-out" if h.accuracy_key == "eval_accuracy" else "clients' held-out"

@@ -99,20 +99,30 @@ def plot_accuracy(data: RunData) -> Figure | None:
     return fig
 
 
-GENERATION_KEYS = (
-    ("eval_rouge_l", "ROUGE-L F (server held-out)", 100.0),
-    ("eval_bleu", "BLEU (server held-out)", 1.0),
-    ("eval_exact_match", "exact match (server held-out)", 100.0),
-    ("fed_eval_rouge_l", "ROUGE-L F (clients' held-out)", 100.0),
-    ("fed_eval_bleu", "BLEU (clients' held-out)", 1.0),
-    ("fed_eval_exact_match", "exact match (clients' held-out)", 100.0),
+GENERATION_METRICS = (  # (metric, label, scale to 0-100, colour)
+    ("rouge_l", "ROUGE-L F", 100.0, "tab:blue"),
+    ("bleu", "BLEU", 1.0, "tab:orange"),
+    ("exact_match", "exact match", 100.0, "tab:green"),
 )
+GENERATION_SIDES = (("eval", "server held-out", "-"), ("fed_eval", "clients' held-out", "--"))
 
 
 def plot_generation(data: RunData) -> Figure | None:
-    """Scores of generated answers (causal LMs); all on 0-100 so one axis serves."""
+    """Scores of generated answers (causal LMs), all on 0-100 so one axis serves.
+
+    One colour per metric; solid for the server's held-out set, dashed for the clients'.
+    """
     fig, ax = _new_axes("Generated answers per round", "score (0-100)")
-    if not _plot_lines(ax, data.rounds, GENERATION_KEYS):
+    drawn = 0
+    for metric, label, scale, colour in GENERATION_METRICS:
+        for side, where, style in GENERATION_SIDES:
+            xs, ys = metric_series(data.rounds, f"{side}_{metric}")
+            if xs:
+                ys = [y * scale for y in ys]
+                ax.plot(xs, ys, style, color=colour, marker="o", markersize=4)
+                ax.lines[-1].set_label(f"{label} ({where})")
+                drawn += 1
+    if not drawn:
         return None
     ax.set_ylim(bottom=0)
     _shade_failed(ax, failed_rounds(data))
