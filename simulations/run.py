@@ -66,6 +66,26 @@ def _quiet_flower(verbose: bool) -> None:
     flower.propagate = False
 
 
+def _check_instruction_sets(config: RunConfig) -> None:
+    """Mixture components and the general eval file, read before Ray starts: an error then
+    names the key (``data.mixture[1].source``, ``data.general-eval``) instead of surfacing
+    as a failed server or client process."""
+    if config.data.mixture:
+        from common.data.mixture import mixture_records
+
+        mixture_records(config)
+    spec = config.data.general_eval
+    if spec and spec != "demo":
+        from common.data.formats import to_instruction
+        from common.data.readers import read_records
+        from common.errors import DataError
+
+        try:
+            to_instruction(read_records(spec, "auto"))
+        except DataError as exc:
+            raise DataError(f"data.general-eval: {exc}") from None
+
+
 def simulate(
     config: RunConfig,
     output_dir: str | Path,
@@ -87,10 +107,7 @@ def simulate(
             f"federation.strategy: unknown strategy {config.federation.strategy!r}; "
             f"choose one of {sorted(STRATEGIES)}"
         )
-    if config.data.mixture:  # fail before Ray starts, naming data.mixture[i]
-        from common.data.mixture import mixture_records
-
-        mixture_records(config)
+    _check_instruction_sets(config)
     output_dir = Path(output_dir)
     check_output_dir(output_dir, overwrite=overwrite)
     _quiet_environment(config)

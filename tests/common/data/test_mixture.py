@@ -149,3 +149,12 @@ def test_resolved_config_with_a_mixture_round_trips(tmp_path: Path, general_file
     from common.config import from_run_config
 
     assert from_run_config({"set": config.to_set_string()}) == config
+
+
+def test_simulate_checks_the_general_eval_file_before_starting(tmp_path: Path) -> None:
+    from simulations.run import simulate
+
+    config = _config(f"data.general-eval='{tmp_path / 'missing.jsonl'}'")
+    with pytest.raises(DataError, match=r"data\.general-eval: .*missing\.jsonl.*does not exist"):
+        simulate(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
