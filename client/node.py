@@ -24,7 +24,7 @@ from common.adapters import get_adapter_arrays, set_adapter_arrays, subtract
 from common.config import RunConfig
 from common.data.pipeline import ClientData
 from common.errors import PrivatuneError
-from common.evaluation import evaluate
+from common.evaluation import evaluate_run
 from common.privacy.ledger import PrivacyLedger
 
 log = logging.getLogger("privatune.client")
@@ -179,11 +179,18 @@ def privacy_metrics(ledger: PrivacyLedger) -> Metrics:
 def evaluate_adapter(
     config: RunConfig, runtime: Runtime, data: ClientData, global_arrays: Sequence[np.ndarray]
 ) -> tuple[float, int, Metrics]:
-    """Federated evaluation of the global adapter on this client's held-out split."""
+    """Federated evaluation of the global adapter on this client's held-out split.
+
+    For causal LMs the client also answers up to ``evaluation.generation-examples`` of its
+    held-out prompts and sends the ROUGE-L/BLEU/exact-match statistics (sums and n-gram
+    counts, never the texts).
+    """
     if data.eval is None or len(data.eval) == 0:
         return 0.0, 0, {"client_id": data.client_id}
     set_adapter_arrays(runtime.model, global_arrays)
-    scores = evaluate(runtime.model, data.eval.dataset, config.model.task)
+    scores, generated = evaluate_run(runtime.model, runtime.tokenizer, data.eval.dataset, config)
     metrics: Metrics = {k: float(v) for k, v in scores.items() if k != "num_examples"}
+    if generated is not None:  # the sums, so the server pools every client's answers exactly
+        metrics.update(generated.to_scalars())
     metrics["client_id"] = data.client_id
     return float(scores["loss"]), len(data.eval), metrics

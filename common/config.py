@@ -82,6 +82,19 @@ class ModelConfig(_Section):
     )
 
 
+class MixtureComponent(_Section):
+    """One instruction dataset of a multi-task mixture and its share of the rows."""
+
+    source: str = Field(
+        description='"demo" (the embedded task), "demo-general" (the embedded general '
+        "instructions) or an instruction file/folder (JSONL, CSV, Parquet, save_to_disk)."
+    )
+    weight: PositiveFloat = Field(
+        description="Relative share of the mixed rows (weights are normalised to sum to 1)."
+    )
+    format: Literal["auto", "jsonl", "csv", "parquet", "disk"] = "auto"
+
+
 class DataConfig(_Section):
     """Where the clients' data comes from and how rows are validated."""
 
@@ -132,6 +145,51 @@ class DataConfig(_Section):
     too_long: Literal["truncate", "drop", "reject"] = Field(
         "truncate", description="What to do with rows longer than model.max-length."
     )
+    general_eval: str | None = Field(
+        None,
+        description='Forgetting check (causal-lm only): a general held-out set, "demo" (an '
+        "embedded set of general instructions unrelated to the task) or an instruction "
+        "file, scored on the server before training and after the last round. Not offered "
+        "for classification: its head is trained for the task's labels only, so there is "
+        "no general ability of the base model that the same metrics could measure.",
+    )
+    general_eval_examples: PositiveInt = Field(
+        64, description='Rows of the "demo" general set (a file is used whole).'
+    )
+    mixture: list[MixtureComponent] = Field(
+        default_factory=list,
+        description="Multi-task mixture (causal-lm), the usual remedy for catastrophic "
+        "forgetting: several instruction datasets sampled by weight, deterministically in "
+        "training.seed, into one pool that is partitioned among the clients. Replaces "
+        "data.source. No row is ever repeated (a repeated row would cost it twice the DP "
+        "budget), so the pool is as large as the scarcest component allows.",
+    )
+    mixture_examples: PositiveInt | None = Field(
+        None,
+        description="Rows in the mixed pool (default: the most the components can supply "
+        "at their weights without repeating a row).",
+    )
+
+
+class EvaluationConfig(_Section):
+    """Generation-based metrics of causal LMs: greedy answers scored against references.
+
+    ROUGE-L (rouge-score), BLEU (sacrebleu) and exact match (normalised) are computed on
+    the server's held-out set, on clients' held-out splits (federated evaluation) and on
+    data.general-eval. Generation costs one forward pass per new token on every
+    evaluation, so it is bounded here.
+    """
+
+    generation_examples: int = Field(
+        16,
+        ge=0,
+        description="Held-out rows answered per evaluation (the first ones of each held-out "
+        "set); 0 turns generation metrics off.",
+    )
+    max_new_tokens: PositiveInt = Field(
+        32, description="Longest generated answer, in tokens (greedy decoding)."
+    )
+    batch_size: PositiveInt = Field(8, description="Prompts generated together.")
 
 
 class PartitionConfig(_Section):
@@ -402,6 +460,7 @@ class RunConfig(_Section):
 
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     partition: PartitionConfig = Field(default_factory=PartitionConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
     peft: PeftSection = Field(default_factory=PeftSection)
@@ -435,6 +494,7 @@ class RunConfig(_Section):
                 'model.task = "sequence-classification"; set model.path to a causal LM folder'
             )
         problems.extend(self._adapter_problems())
+        problems.extend(_data_checks(self))
         opt = self.server_optimizer
         if self.central_dp.enabled and (opt.name != "fedavg" or opt.lr not in (None, 1.0)):
             problems.append(
@@ -507,13 +567,50 @@ class RunConfig(_Section):
         A deployed run's config must reach every SuperNode, which cannot read the
         coordinator's files; Flower's run_config carries it as this one string.
         """
-        import tomli_w
-
         items = []
         for key, value in self.to_flat().items():
-            rendered = tomli_w.dumps({"v": value}).strip().removeprefix("v = ")
-            items.append(shlex.quote(f"{key}={rendered}"))
+            items.append(shlex.quote(f"{key}={_inline_toml(value)}"))
         return " ".join(items)
+
+
+def _inline_toml(value: Any) -> str:
+    """One TOML value on one line; tables (``[[data.mixture]]`` items) as inline tables,
+    which tomli_w would otherwise write as ``[[v]]`` sections."""
+    import tomli_w
+
+    if isinstance(value, Mapping):
+        inner = ", ".join(f"{k} = {_inline_toml(v)}" for k, v in value.items())
+        return "{" + inner + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_inline_toml(v) for v in value) + "]"
+    return tomli_w.dumps({"v": value}).strip().removeprefix("v = ")
+
+
+def _data_checks(config: RunConfig) -> list[str]:
+    """Forgetting check and mixtures are for instruction tuning (see their descriptions).
+
+    Whether mixture files exist and hold instruction rows is checked where the data is
+    read (``common.data.mixture``): a deployed node validates this config too, and the
+    coordinator's files are not on its disk.
+    """
+    data, problems = config.data, []
+    causal = config.model.task == "causal-lm"
+    if data.general_eval and not causal:
+        problems.append(
+            "data.general-eval: the forgetting check needs model.task = causal-lm (a "
+            "classification head knows only the task's labels); remove data.general-eval"
+        )
+    if data.mixture and not causal:
+        problems.append(
+            "data.mixture: mixtures of instruction datasets need model.task = causal-lm; "
+            "remove data.mixture or use data.source"
+        )
+    if data.mixture and data.source != "demo":
+        problems.append(
+            f"data.source = {data.source!r} is not used when data.mixture is set; list it as "
+            "a [[data.mixture]] component instead"
+        )
+    return problems
 
 
 def _drop_none(value: Any) -> Any:
@@ -561,16 +658,36 @@ def _known_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
             keys.extend(_known_keys(annotation, dotted + "."))
         else:
             keys.append(dotted)
+            item = _list_item_model(annotation)
+            if item is not None:  # [[data.mixture]] tables: their keys, listed as "[]"
+                keys.extend(_known_keys(item, dotted + "[]."))
     return keys
 
 
+def _list_item_model(annotation: Any) -> type[BaseModel] | None:
+    args = getattr(annotation, "__args__", ())
+    if getattr(annotation, "__origin__", None) is list and args:
+        item = args[0]
+        if isinstance(item, type) and issubclass(item, BaseModel):
+            return item
+    return None
+
+
+def _error_key(loc: Iterable[Any]) -> str:
+    """``data.mixture[1].weight``: list positions in brackets, as in the TOML array."""
+    key = ""
+    for part in loc:
+        key += f"[{part}]" if isinstance(part, int) else f".{_kebab(str(part))}"
+    return key.lstrip(".") or "(top level)"
+
+
 def _describe(error: Mapping[str, Any]) -> str:
-    key = ".".join(_kebab(str(p)) for p in error["loc"]) or "(top level)"
-    if error["loc"] and not re.fullmatch(r"[\w.-]+", key):
+    key = _error_key(error["loc"])
+    if error["loc"] and not re.fullmatch(r"[\w.\[\]-]+", key):
         key = repr(key)  # a blank or odd key must still be visible: ' ': unknown key
     kind = error["type"]
     if kind == "extra_forbidden":
-        section, _, leaf = key.rpartition(".")
+        section, _, leaf = re.sub(r"\[\d+\]", "[]", key).rpartition(".")
         if section:
             siblings = [k for k in _known_keys(RunConfig) if k.rpartition(".")[0] == section]
         else:

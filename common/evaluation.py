@@ -53,3 +53,36 @@ def evaluate(model: Any, dataset: TensorDataset, task: str, *, batch_size: int =
     else:
         out["perplexity"] = math.exp(min(loss, 50.0))
     return out
+
+
+def generation_settings(config: Any) -> Any:
+    """The run's generation bounds, or None when generation metrics do not apply.
+
+    They apply to causal LMs only (a classifier has no answers to generate) and are off
+    with ``evaluation.generation-examples = 0``.
+    """
+    from common.generation import GenerationSettings
+
+    ev = config.evaluation
+    if config.model.task != "causal-lm" or ev.generation_examples == 0:
+        return None
+    return GenerationSettings(ev.generation_examples, ev.max_new_tokens, ev.batch_size)
+
+
+def evaluate_run(
+    model: Any, tokenizer: Any, dataset: TensorDataset, config: Any
+) -> tuple[dict, Any]:
+    """:func:`evaluate` plus, for causal LMs, greedy answers scored by ROUGE-L/BLEU/EM.
+
+    Returns the metrics (means) and the generation statistics (``GenerationScores``, or
+    None), which federated evaluation sends so the server can pool clients exactly.
+    """
+    from common.generation import generation_scores
+
+    scores = evaluate(model, dataset, config.model.task)
+    settings = generation_settings(config)
+    if settings is None:
+        return scores, None
+    generated = generation_scores(model, tokenizer, dataset, settings)
+    scores.update(generated.metrics())
+    return scores, generated

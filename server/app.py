@@ -63,6 +63,7 @@ def run_server(
         else None
     )
     server_model = ServerModel(config)
+    general_before = server_model.general_scores(server_model.initial)
     fed = config.federation
     server_optimizer = build_server_optimizer(
         config.server_optimizer.name, **config.server_optimizer.hyper()
@@ -141,6 +142,9 @@ def run_server(
     outputs.save_adapter_dir(
         outputs.adapter_dir(), lambda folder: server_model.save(book.latest, folder)
     )
+    if general_before is not None:
+        after = server_model.general_scores(book.latest)
+        outputs.write_forgetting(forgetting_record(config, book.history, general_before, after))
     summary = summarise(book.history, config, time.monotonic() - started)
     summary["adapter_params"] = server_model.spec.num_params
     outputs.write_summary(summary)
@@ -165,6 +169,20 @@ def _extra_fit_config(
     if config.lora.variant == "ffa":
         extra[protocol.FROZEN_FINGERPRINT] = frozen_fingerprint(server_model.model)
     return extra
+
+
+def forgetting_record(
+    config: RunConfig, history: list[dict[str, Any]], before: dict, after: dict | None
+) -> dict[str, Any]:
+    """forgetting.json: the general set's metrics before training and after the last round."""
+    last = max((r["round"] for r in history), default=0)
+    return {
+        "general_eval": config.data.general_eval,
+        "before_round": 0,
+        "after_round": last,
+        "before": before,
+        "after": after or {},
+    }
 
 
 def summarise(history: list[dict[str, Any]], config: RunConfig, seconds: float) -> dict:

@@ -22,8 +22,8 @@ from common.adapters import (
 )
 from common.config import RunConfig
 from common.data.encode import Encoded
-from common.data.pipeline import run_labels, server_eval_data
-from common.evaluation import evaluate
+from common.data.pipeline import general_eval_data, run_labels, server_eval_data
+from common.evaluation import evaluate_run
 from common.models import load_tokenizer
 from common.warnings_filter import silence_expected_warnings
 
@@ -43,17 +43,29 @@ class ServerModel:
         self.spec: AdapterSpec = adapter_spec(self.model)
         self.initial: list[np.ndarray] = get_adapter_arrays(self.model)
         self.eval_data: Encoded | None = server_eval_data(config, self.tokenizer)
+        self.general_data: Encoded | None = general_eval_data(config, self.tokenizer)
 
     def evaluate(
         self, _server_round: int, arrays: list[np.ndarray]
     ) -> tuple[float, dict[str, Scalar]] | None:
         if self.eval_data is None or len(self.eval_data) == 0:
             return None
-        set_adapter_arrays(self.model, arrays)
-        scores = evaluate(self.model, self.eval_data.dataset, self.config.model.task)
+        scores = self.scores(arrays, self.eval_data)
         loss = scores.pop("loss")
         scores.pop("num_examples", None)
         return loss, dict(scores)
+
+    def scores(self, arrays: list[np.ndarray], data: Encoded) -> dict[str, float]:
+        """Loss and task metrics of ``arrays`` on ``data`` (generation metrics included)."""
+        set_adapter_arrays(self.model, arrays)
+        scores, _ = evaluate_run(self.model, self.tokenizer, data.dataset, self.config)
+        return scores
+
+    def general_scores(self, arrays: list[np.ndarray]) -> dict[str, float] | None:
+        """The forgetting check: the same metrics on data.general-eval (None if unset)."""
+        if self.general_data is None or len(self.general_data) == 0:
+            return None
+        return self.scores(arrays, self.general_data)
 
     def save(self, arrays: list[np.ndarray], folder: Path) -> None:
         save_adapter(self.model, arrays, folder, method=self.config.peft.method)

@@ -22,6 +22,7 @@ CONFIG_FILE = "config.resolved.toml"
 METRICS_FILE = "metrics.jsonl"
 LEDGER_FILE = "privacy_ledger.json"
 SUMMARY_FILE = "summary.json"
+FORGETTING_FILE = "forgetting.json"
 ADAPTER_DIR = "adapter"
 CHECKPOINTS_DIR = "checkpoints"
 
@@ -68,6 +69,9 @@ class RunOutputs:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json_atomic(self.dir / SUMMARY_FILE, summary)
+
+    def write_forgetting(self, forgetting: dict[str, Any]) -> None:
+        write_json_atomic(self.dir / FORGETTING_FILE, forgetting)
 
     def save_adapter_dir(self, folder: Path, save: Callable[[Path], None]) -> None:
         """Write an adapter folder atomically (temporary folder, then rename)."""

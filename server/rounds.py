@@ -53,6 +53,9 @@ def progress_line(record: dict[str, Any], num_rounds: int) -> str:
         f"eval loss {_fmt(record.get('eval_loss'), '.4f')}",
         f"eval acc {_fmt(record.get('eval_accuracy'), '.3f')}",
     ]
+    for key, label in (("eval_rouge_l", "ROUGE-L"), ("fed_eval_rouge_l", "fed. ROUGE-L")):
+        if record.get(key) is not None:
+            parts.append(f"{label} {record[key]:.3f}")
     if record.get("epsilon_max") is not None:
         parts.append(f"ε max {record['epsilon_max']:.3f}")
     if record.get("central_epsilon") is not None:

@@ -56,6 +56,10 @@ def _demo_records(config: RunConfig, *, seed: int, num_examples: int) -> list[Re
 
 def source_records(config: RunConfig, source: str | None = None) -> list[Record]:
     """All rows of ``data.source`` (or ``source``), validated later by the task format."""
+    if source is None and config.data.mixture:
+        from common.data.mixture import mixture_records
+
+        return mixture_records(config)
     source = config.data.source if source is None else source
     if source == DEMO:
         return _demo_records(
@@ -213,13 +217,42 @@ def server_eval_data(config: RunConfig, tokenizer: Any) -> Encoded | None:
     return encode(config, examples, tokenizer, source=spec, locations=[r.where for r in records])
 
 
+GENERAL_EVAL_SEED_OFFSET = 30_011  # the general eval draw differs from any training draw
+
+
+def general_eval_data(config: RunConfig, tokenizer: Any) -> Encoded | None:
+    """The forgetting check's general held-out set (None when data.general-eval is unset)."""
+    spec = config.data.general_eval
+    if not spec:
+        return None
+    if spec == DEMO:
+        from common.data.general import make_general_instruction
+
+        rows = make_general_instruction(
+            config.data.general_eval_examples,
+            seed=config.training.seed + GENERAL_EVAL_SEED_OFFSET,
+        )
+        records = [Record(data=r, source="demo-general", line=i + 1) for i, r in enumerate(rows)]
+    else:
+        try:
+            records = read_records(spec, "auto")
+        except DataError as exc:
+            raise DataError(f"data.general-eval: {exc}") from None
+    examples = to_examples(config, records, tokenizer)
+    return encode(config, examples, tokenizer, source=spec)
+
+
 def largest_train_split(config: RunConfig) -> int | None:
     """The most training rows any simulated client holds (None if the data is not here).
 
     SecAgg+ needs an upper bound on the weights clients report; in simulation the server
     can compute it from the same deterministic partition the clients use.
     """
-    if config.data.source != DEMO and not Path(config.data.source).exists():
+    if (
+        not config.data.mixture
+        and config.data.source != DEMO
+        and not Path(config.data.source).exists()
+    ):
         return None
     records = source_records(config)
     examples = to_examples(config, records)

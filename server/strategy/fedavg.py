@@ -32,6 +32,7 @@ from common import protocol
 from common.adapters import AdapterSpec, check_arrays
 from common.errors import PrivatuneError, UpdateRejected
 from common.privacy.ledger import PrivacyLedger
+from common.text_metrics import GenerationScores
 from server.exchange import Fault
 from server.strategy.server_opt import FedAvgOpt, ServerOptimizer
 
@@ -52,6 +53,16 @@ def weighted_mean(updates: list[list[np.ndarray]], weights: list[float]) -> list
             acc += w * np.asarray(array, dtype=np.float64)
         out.append((acc / total).astype(np.float32))
     return out
+
+
+def pool_generation(client_metrics: list[dict[str, Scalar]]) -> GenerationScores | None:
+    """Every client's generation statistics summed: the scores of all their answers as
+    one corpus (exact, unlike a mean of per-client BLEU)."""
+    parts = [GenerationScores.from_scalars(m) for m in client_metrics]
+    usable = [p for p in parts if p is not None and p.examples > 0]
+    if not usable:
+        return None
+    return sum(usable[1:], usable[0])
 
 
 def parameters_nbytes(parameters: Parameters) -> int:
@@ -302,5 +313,8 @@ class DeltaFedAvg(FedAvg):
             ]
             if accs:
                 record["fed_eval_accuracy"] = sum(a * n for a, n in accs) / total
+            pooled = pool_generation([res.metrics for _, res in results])
+            if pooled is not None:
+                record.update({f"fed_eval_{k}": v for k, v in pooled.metrics().items()})
         record["fed_eval_failures"] = len(failures)
         return record.get("fed_eval_loss"), {}

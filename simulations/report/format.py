@@ -60,6 +60,13 @@ _FORMATTERS: dict[str, Callable[[Any], str]] = {
     "train_loss": lambda v: fmt_float(v, ".4f"),
     "eval_loss": lambda v: fmt_float(v, ".4f"),
     "fed_eval_loss": lambda v: fmt_float(v, ".4f"),
+    **{
+        f"{side}_{metric}": (lambda v: fmt_float(v, ".4f"))
+        for side in ("eval", "fed_eval")
+        for metric in ("rouge_l", "exact_match", "perplexity")
+    },
+    "eval_bleu": lambda v: fmt_float(v, ".2f"),
+    "fed_eval_bleu": lambda v: fmt_float(v, ".2f"),
     "epsilon_max": lambda v: fmt_float(v, ".3f"),
     "round_seconds": lambda v: fmt_float(v, ".1f") + " s",
     "client_epsilon": _fmt_client_epsilon,

@@ -26,6 +26,40 @@ class Headline:
     delta: float | None
     dp_ran: bool
     secagg: bool | None
+    strategy: str | None = None
+    peft_method: str | None = None
+    generation: GenerationHeadline | None = None
+
+
+@dataclass(frozen=True)
+class GenerationHeadline:
+    """Scores of generated answers (causal LMs): the final round against round 0."""
+
+    side: str  # "eval" (server held-out) or "fed_eval" (clients' held-out)
+    final_round: int
+    final: dict[str, float]
+    baseline: dict[str, float] | None
+
+
+GENERATION_METRICS = ("rouge_l", "bleu", "exact_match")
+
+
+def generation_headline(rounds: Sequence[Mapping[str, Any]]) -> GenerationHeadline | None:
+    """The server's scores when the run has them, else the clients' (no round 0 there)."""
+    for side in ("eval", "fed_eval"):
+        key = f"{side}_rouge_l"
+        scored = [r for r in rounds if r["round"] > 0 and is_number(r.get(key))]
+        if not scored:
+            continue
+        last = scored[-1]
+        zero = next((r for r in rounds if r["round"] == 0 and is_number(r.get(key))), None)
+
+        def pick(record: Mapping[str, Any], side: str = side) -> dict[str, float]:
+            values = {m: record.get(f"{side}_{m}") for m in GENERATION_METRICS}
+            return {m: float(v) for m, v in values.items() if is_number(v)}
+
+        return GenerationHeadline(side, last["round"], pick(last), pick(zero) if zero else None)
+    return None
 
 
 def metric_series(rounds: Sequence[Mapping[str, Any]], key: str) -> Series:
@@ -87,6 +121,47 @@ def _secagg(data: RunData) -> bool | None:
     return _config_flag(data.config, "secure-aggregation")
 
 
+def _table(config: Mapping[str, Any] | None, section: str) -> Mapping[str, Any]:
+    table = (config or {}).get(section) or (config or {}).get(section.replace("-", "_"))
+    return table if isinstance(table, Mapping) else {}
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def run_strategy(data: RunData) -> str | None:
+    """federation.strategy (summary.json, else the config) and a non-default server optimiser."""
+    summary = data.summary if isinstance(data.summary, Mapping) else {}
+    name = _text(summary.get("strategy")) or _text(
+        _table(data.config, "federation").get("strategy")
+    )
+    optimiser = _text(_table(data.config, "server-optimizer").get("name"))
+    if name is None:
+        return None
+    if optimiser and optimiser != "fedavg":
+        return f"{name}, server optimiser {optimiser}"
+    return name
+
+
+def run_peft_method(data: RunData) -> str | None:
+    """summary.json's peft_method, else the config's; a LoRA run names its variant."""
+    summary = data.summary if isinstance(data.summary, Mapping) else {}
+    peft = _table(data.config, "peft")
+    method = (
+        _text(summary.get("peft_method"))
+        or _text(peft.get("method"))
+        or _text(_table(data.config, "model").get("peft-method"))
+    )
+    lora = _table(data.config, "lora")
+    if method is None and lora:
+        method = "lora"
+    variant = _text(lora.get("variant"))
+    if method == "lora" and variant and variant != "lora":
+        return f"lora ({variant.upper()}-LoRA)" if variant == "ffa" else f"lora ({variant})"
+    return method
+
+
 def failed_rounds(data: RunData) -> list[int]:
     return [r["round"] for r in data.rounds if r.get("failed") is True]
 
@@ -114,4 +189,7 @@ def compute_headline(data: RunData) -> Headline:
         delta=ledger_delta(data.ledger),
         dp_ran=data.ledger is not None or epsilon is not None,
         secagg=_secagg(data),
+        strategy=run_strategy(data),
+        peft_method=run_peft_method(data),
+        generation=generation_headline(rounds),
     )

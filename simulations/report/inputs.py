@@ -21,6 +21,7 @@ METRICS_FILE = "metrics.jsonl"
 LEDGER_FILE = "privacy_ledger.json"
 CONFIG_FILE = "config.resolved.toml"
 SUMMARY_FILE = "summary.json"
+FORGETTING_FILE = "forgetting.json"
 REPORT_FILE = "report.html"
 
 _NUMERIC_KEYS = (
@@ -35,6 +36,7 @@ _NUMERIC_KEYS = (
     "eval_macro_f1",
     "fed_eval_loss",
     "fed_eval_accuracy",
+    *(f"{side}_{m}" for side in ("eval", "fed_eval") for m in ("rouge_l", "bleu", "exact_match")),
     "epsilon_max",
     "round_seconds",
 )
@@ -57,6 +59,7 @@ class RunData:
     config: dict[str, Any] | None = None
     summary: object = None
     problems: list[str] = field(default_factory=list)
+    forgetting: dict[str, Any] | None = None
 
 
 def _note(problems: list[str], message: str) -> None:
@@ -190,4 +193,25 @@ def load_run(output_dir: Path) -> RunData:
     ledger = _load_ledger(output_dir / LEDGER_FILE, problems)
     config_text, config = _load_config(output_dir / CONFIG_FILE, problems)
     summary = _load_json(output_dir / SUMMARY_FILE, problems)
-    return RunData(rounds, ledger, config_text, config, summary, problems)
+    forgetting = _load_forgetting(output_dir / FORGETTING_FILE, problems)
+    return RunData(rounds, ledger, config_text, config, summary, problems, forgetting)
+
+
+def _load_forgetting(path: Path, problems: list[str]) -> dict[str, Any] | None:
+    """forgetting.json: {"before": {...}, "after": {...}, ...}; odd values are dropped."""
+    raw = _load_json(path, problems)
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        _note(problems, f"{path.name}: not a JSON object; ignored")
+        return None
+    clean = dict(raw)
+    for side in ("before", "after"):
+        table = raw.get(side)
+        if not isinstance(table, Mapping):
+            if table is not None:
+                _note(problems, f"{path.name}: '{side}' is not an object; ignored")
+            clean[side] = {}
+            continue
+        clean[side] = {str(k): float(v) for k, v in table.items() if is_number(v)}
+    return clean

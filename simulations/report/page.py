@@ -11,6 +11,12 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from simulations.report.forgetting import (
+    HEADERS,
+    forgetting_caption,
+    forgetting_cells,
+    forgetting_rows,
+)
 from simulations.report.format import fmt_float, fmt_percent, format_value, natural_key
 from simulations.report.headline import Headline, compute_headline, ledger_delta
 from simulations.report.inputs import CONFIG_FILE, LEDGER_FILE, RunData, is_number, ledger_clients
@@ -32,6 +38,13 @@ _COLUMN_ORDER = (
     "eval_macro_f1",
     "fed_eval_loss",
     "fed_eval_accuracy",
+    "eval_perplexity",
+    "eval_rouge_l",
+    "eval_bleu",
+    "eval_exact_match",
+    "fed_eval_rouge_l",
+    "fed_eval_bleu",
+    "fed_eval_exact_match",
     "uplink_bytes",
     "downlink_bytes",
     "epsilon_max",
@@ -48,6 +61,13 @@ _COLUMN_LABELS = {
     "eval_macro_f1": "eval macro-F1",
     "fed_eval_loss": "fed. eval loss",
     "fed_eval_accuracy": "fed. eval accuracy",
+    "eval_perplexity": "eval perplexity",
+    "eval_rouge_l": "eval ROUGE-L",
+    "eval_bleu": "eval BLEU",
+    "eval_exact_match": "eval exact match",
+    "fed_eval_rouge_l": "fed. eval ROUGE-L",
+    "fed_eval_bleu": "fed. eval BLEU",
+    "fed_eval_exact_match": "fed. eval exact match",
     "uplink_bytes": "uplink",
     "downlink_bytes": "downlink",
     "epsilon_max": "ε max",
@@ -79,6 +99,7 @@ th { background: #f3f3f3; position: sticky; top: 0; }
 td.text { text-align: left; max-width: 28rem; word-break: break-word; }
 tr.failed td { background: #fdecea; }
 tr.stopped td { background: #fff6e0; }
+tr.worse td { background: #fdecea; } tr.better td { background: #eef7ef; }
 pre { background: #f7f7f7; padding: .8rem; overflow-x: auto; font-size: .85rem; }
 details summary { cursor: pointer; font-weight: 600; }
 .problems { border-left: 4px solid #e0a800; padding-left: 1rem; }
@@ -109,7 +130,29 @@ def _td(text: str) -> str:
     return f"<td{css}>{_esc(text)}</td>"
 
 
+def _fmt_generation(scores: Mapping[str, float]) -> str:
+    names = {"rouge_l": "ROUGE-L", "bleu": "BLEU", "exact_match": "exact match"}
+    return ", ".join(
+        f"{names[k]} {fmt_float(v, '.2f' if k == 'bleu' else '.3f')}" for k, v in scores.items()
+    )
+
+
+def _generation_items(h: Headline) -> list[tuple[str, str]]:
+    g = h.generation
+    if g is None:
+        return []
+    which = "server held-out" if g.side == "eval" else "clients' held-out"
+    items = [
+        (f"Generated answers ({which}, round {g.final_round})", _esc(_fmt_generation(g.final)))
+    ]
+    if g.baseline is not None:
+        items.append(("Untrained adapter (round 0)", _esc(_fmt_generation(g.baseline))))
+    return items
+
+
 def _accuracy_items(h: Headline) -> list[tuple[str, str]]:
+    if h.final_accuracy is None and h.generation is not None:
+        return _generation_items(h)
     if h.final_accuracy is None:
         return [("Final accuracy", "<span class='muted'>not evaluated</span>")]
     which = "server held-out" if h.accuracy_key == "eval_accuracy" else "clients' held-out"
@@ -147,11 +190,21 @@ def _failed_item(h: Headline) -> tuple[str, str]:
     )
 
 
+def _method_items(h: Headline) -> list[tuple[str, str]]:
+    """What ran: the aggregation strategy and the PEFT method."""
+    unknown = "<span class='muted'>not recorded</span>"
+    return [
+        ("Strategy", _esc(h.strategy) if h.strategy else unknown),
+        ("PEFT method", _esc(h.peft_method) if h.peft_method else unknown),
+    ]
+
+
 def render_headline(h: Headline) -> str:
     secagg = {True: "on", False: "off", None: "unknown"}[h.secagg]
     items = [("Rounds completed", _esc(f"{h.rounds_completed} of {h.rounds_run}"))]
     items += _accuracy_items(h)
     items += [_privacy_item(h), ("Secure aggregation", secagg), _failed_item(h)]
+    items += _method_items(h)
     # Values above are already escaped (or fixed markup around escaped text).
     rows = "".join(f"<dt>{_esc(k)}</dt><dd>{v}</dd>" for k, v in items)
     css = "headline has-failures" if h.failed_rounds else "headline"
@@ -231,6 +284,17 @@ def render_summary(summary: object) -> str:
     return _table(["entry", "value"], rows, [""] * len(rows))
 
 
+def render_forgetting(data: RunData) -> str:
+    """Before/after table of the general held-out set; empty when not configured."""
+    caption = forgetting_caption(data)
+    if caption is None:
+        return ""
+    rows = [forgetting_cells(r) for r in forgetting_rows(data.forgetting or {})]
+    classes = [r[-1] if r[-1] in ("worse", "better") else "" for r in rows]
+    table = _table(HEADERS, rows, classes) if rows else ""
+    return f"<h2>Forgetting check</h2><p>{_esc(caption)}</p>{table}"
+
+
 def render_config(text: str | None) -> str:
     if text is None:
         return "<p class='muted'>No config.resolved.toml.</p>"
@@ -253,6 +317,7 @@ def render_html(data: RunData, plots: Sequence[PlotSpec], title: str) -> str:
         render_problems(data.problems),
         "<h2>Plots</h2>" + render_plots(plots),
         "<h2>Rounds</h2>" + render_rounds_table(data.rounds),
+        render_forgetting(data),
         "<h2>Privacy ledger</h2>" + render_ledger(data.ledger),
         "<h2>Summary</h2>" + render_summary(data.summary),
         "<h2>Configuration</h2>" + render_config(data.config_text),

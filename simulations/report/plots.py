@@ -99,6 +99,36 @@ def plot_accuracy(data: RunData) -> Figure | None:
     return fig
 
 
+GENERATION_METRICS = (  # (metric, label, scale to 0-100, colour)
+    ("rouge_l", "ROUGE-L F", 100.0, "tab:blue"),
+    ("bleu", "BLEU", 1.0, "tab:orange"),
+    ("exact_match", "exact match", 100.0, "tab:green"),
+)
+GENERATION_SIDES = (("eval", "server held-out", "-"), ("fed_eval", "clients' held-out", "--"))
+
+
+def plot_generation(data: RunData) -> Figure | None:
+    """Scores of generated answers (causal LMs), all on 0-100 so one axis serves.
+
+    One colour per metric; solid for the server's held-out set, dashed for the clients'.
+    """
+    fig, ax = _new_axes("Generated answers per round", "score (0-100)")
+    drawn = 0
+    for metric, label, scale, colour in GENERATION_METRICS:
+        for side, where, style in GENERATION_SIDES:
+            xs, ys = metric_series(data.rounds, f"{side}_{metric}")
+            if xs:
+                ys = [y * scale for y in ys]
+                ax.plot(xs, ys, style, color=colour, marker="o", markersize=4)
+                ax.lines[-1].set_label(f"{label} ({where})")
+                drawn += 1
+    if not drawn:
+        return None
+    ax.set_ylim(bottom=0)
+    _shade_failed(ax, failed_rounds(data))
+    return fig
+
+
 def _byte_unit(largest: float) -> tuple[str, float]:
     """MB once any round moves a megabyte, so the axis never reads 0.001 or 12000."""
     return ("MB", 1e6) if largest >= 1e6 else ("KB", 1e3)
@@ -207,6 +237,11 @@ PLOTS = (
     PlotSpec("plot_loss.png", "Training and evaluation loss", plot_loss),
     PlotSpec(
         "plot_accuracy.png", "Evaluation accuracy against the untrained adapter", plot_accuracy
+    ),
+    PlotSpec(
+        "plot_generation.png",
+        "ROUGE-L, BLEU and exact match of generated answers (greedy)",
+        plot_generation,
     ),
     PlotSpec("plot_bytes.png", "Bytes sent per round", plot_bytes),
     PlotSpec("plot_epsilon.png", "Differential-privacy ε spent", plot_epsilon),

@@ -266,6 +266,9 @@ def test_server_app_passes_the_bounds_to_the_strategy(
         def evaluate(self, *args: Any) -> None:
             return None
 
+        def general_scores(self, *args: Any) -> None:
+            return None
+
     monkeypatch.setattr(app, "build_strategy", fake_build)
     monkeypatch.setattr(app, "ServerModel", FakeModel)
     config = load_config(

@@ -33,9 +33,11 @@ EXTRA_WORDS = [
 
 def _vocabulary() -> list[str]:
     from common.data.demo import make_demo_classification, make_demo_instruction
+    from common.data.general import make_general_instruction
 
     words: set[str] = set(EXTRA_WORDS)
     rows = make_demo_classification(400, seed=0) + make_demo_instruction(100, seed=0)
+    rows += make_general_instruction(200, seed=0)  # the forgetting check's general set
     for row in rows:
         for value in row.values():
             if isinstance(value, str):
