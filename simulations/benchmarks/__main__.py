@@ -97,14 +97,15 @@ def _utility(r: dict) -> list[Row]:
     return rows
 
 
-# Order: cheapest first, so a broken script shows up early.
+# Order: the new figures first, the longest (SecAgg+ at 20 clients) last; traffic runs
+# before secagg_cost so that the 5-client pair they share is run once.
 SUITE: dict[str, Callable[[dict], list[Row]]] = {
     "dp_cost": _dp,
-    "traffic": _traffic,
-    "secagg_cost": _secagg,
     "efficiency": _efficiency,
     "scale": _scale,
+    "traffic": _traffic,
     "utility": _utility,
+    "secagg_cost": _secagg,
 }
 
 

@@ -119,9 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     fed = simulate_run(cfg)
     timed_rounds = [r["round"] for r in fed.timed]
     plain = plain_loop(cfg, range(timed_rounds[0], timed_rounds[-1] + 1))
-    tokens = median(plain["round_tokens"])
-    fed_tps = tokens / fed.median_round
-    plain_tps = tokens / median(plain["round_seconds"])
+    # Round r trains the same batches in both: tokens/s per round, then medians.
+    tokens = plain["round_tokens"]
+    fed_tps = median(n / r["round_seconds"] for n, r in zip(tokens, fed.timed, strict=True))
+    plain_tps = median(n / s for n, s in zip(tokens, plain["round_seconds"], strict=True))
     ratio = fed_tps / plain_tps
     report = {
         "benchmark": "efficiency",

@@ -115,7 +115,7 @@ RUNS: dict[str, tuple[int, list[str]]] = {
     "dp-eps8": (10, ["privacy.enabled=true", "privacy.target-epsilon=8", "privacy.delta=1e-5"]),
     "dp-eps3": (10, ["privacy.enabled=true", "privacy.target-epsilon=3", "privacy.delta=1e-5"]),
 }
-QUICK_RUNS = ("central", "fed-dirichlet", "dp-eps8")
+QUICK_RUNS = ("central", "dp-eps8")
 
 
 def main(argv: list[str] | None = None) -> int:
