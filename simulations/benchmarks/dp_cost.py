@@ -3,7 +3,8 @@
 Packaged MiniLM + LoRA r = 8 (query, value) + head, one torch thread (as a client runs).
 The plain step is zero_grad, forward, loss, backward, Adam step; the DP step is the same
 through Opacus as the client attaches it (per-sample gradient hooks, clipping, noise).
-Blocks of plain and DP steps alternate, so both see the same machine load; medians.
+Plain and DP steps alternate one by one (on two copies of the model), so both see the
+same machine load; medians.
 
     .venv/bin/python -m simulations.benchmarks.dp_cost [--quick] [--out FILE]
 """
@@ -32,16 +33,20 @@ def config(model: str, batch_size: int, max_length: int) -> RunConfig:
     )
 
 
-def _timed(step: Callable[[], None], n: int) -> list[float]:
-    seconds = []
-    for _ in range(n):
-        started = time.perf_counter()
-        step()
-        seconds.append(time.perf_counter() - started)
-    return seconds
+def _timed(step: Callable[[], None]) -> float:
+    started = time.perf_counter()
+    step()
+    return time.perf_counter() - started
 
 
-def measure(cfg: RunConfig, *, blocks: int, steps: int) -> dict[str, Any]:
+def measure(cfg: RunConfig, *, steps: int) -> dict[str, Any]:
+    """Plain and DP steps strictly alternated, on two identical copies of the model.
+
+    Opacus's hooks stay on the DP copy for the whole measurement, so the plain copy runs
+    exactly the plain step; alternating step by step puts both under the same load.
+    """
+    import copy
+
     import torch
 
     from client.dp import DPSettings, private_training
@@ -55,16 +60,16 @@ def measure(cfg: RunConfig, *, blocks: int, steps: int) -> dict[str, Any]:
     from common.models import load_tokenizer
 
     torch.set_num_threads(1)
-    model = build_adapter_model(cfg, num_labels=len(run_labels(cfg)))
+    plain_model = build_adapter_model(cfg, num_labels=len(run_labels(cfg)))
+    dp_model = copy.deepcopy(plain_model)
     tokenizer = load_tokenizer(cfg.model.path)
     size = cfg.training.batch_size
     rows = make_demo_classification(4 * size, seed=1)
     records = [Record(data=r, source="demo", line=i + 1) for i, r in enumerate(rows)]
     dataset = encode(cfg, to_examples(cfg, records), tokenizer, source="demo").dataset
     batch = trim_batch(dataset[:size])
-    params = [p for p in model.parameters() if p.requires_grad]
 
-    def step(optimizer: Any) -> Callable[[], None]:
+    def step(model: Any, optimizer: Any) -> Callable[[], None]:
         def run() -> None:
             optimizer.zero_grad(set_to_none=True)
             per_example_losses(model, batch, cfg.model.task).mean().backward()
@@ -72,14 +77,22 @@ def measure(cfg: RunConfig, *, blocks: int, steps: int) -> dict[str, Any]:
 
         return run
 
+    def trainable(model: Any) -> list[Any]:
+        return [p for p in model.parameters() if p.requires_grad]
+
+    plain_step = step(plain_model, make_optimizer(trainable(plain_model), cfg.training))
+    settings = DPSettings(noise_multiplier=1.0, max_grad_norm=1.0)
+    dp_optimizer = make_optimizer(trainable(dp_model), cfg.training)
     plain: list[float] = []
     private: list[float] = []
-    settings = DPSettings(noise_multiplier=1.0, max_grad_norm=1.0)
-    for _ in range(blocks):
-        plain += _timed(step(make_optimizer(params, cfg.training)), steps)[1:]
-        optimizer = make_optimizer(params, cfg.training)
-        with private_training(model, optimizer, dataset, batch_size=size, settings=settings) as dp:
-            private += _timed(step(dp.optimizer), steps)[1:]
+    with private_training(
+        dp_model, dp_optimizer, dataset, batch_size=size, settings=settings
+    ) as dp:
+        dp_step = step(dp_model, dp.optimizer)
+        plain_step(), dp_step()  # warm-up
+        for _ in range(steps):
+            plain.append(_timed(plain_step))
+            private.append(_timed(dp_step))
     return {
         "batch_size": size,
         "tokens_per_row": int(batch[0].shape[1]),
@@ -88,6 +101,7 @@ def measure(cfg: RunConfig, *, blocks: int, steps: int) -> dict[str, Any]:
         "plain_median": median(plain),
         "dp_median": median(private),
         "ratio": median(private) / median(plain),
+        "median_pair_ratio": median(d / p for d, p in zip(private, plain, strict=True)),
     }
 
 
@@ -98,9 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         from simulations.benchmarks.tiny import tiny_minilm
 
         model = tiny_minilm()
-    blocks, steps = (1, 3) if args.quick else (4, 6)
+    steps = 2 if args.quick else 25
     cases = [(16, 64)] if args.quick else [(16, 64), (32, 64)]
-    results = [measure(config(model, b, n), blocks=blocks, steps=steps) for b, n in cases]
+    results = [measure(config(model, b, n), steps=steps) for b, n in cases]
     report = {
         "benchmark": "dp_cost",
         "command": command("dp_cost", args.quick),
