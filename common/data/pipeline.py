@@ -86,13 +86,59 @@ def to_examples(
     return to_instruction(records, chat_template=template)
 
 
+_PARSED: dict[str, tuple[list[Record], list]] = {}
+
+
+def _source_key(config: RunConfig, source: str) -> str | None:
+    """What the parsed rows of ``source`` depend on (None: do not cache)."""
+    if config.model.task != "sequence-classification":
+        return None  # instruction rows may be rendered with the tokenizer's chat template
+    stamp: tuple[int, int] | None = None
+    if source != DEMO:
+        path = Path(source)
+        if not path.exists():
+            return None
+        info = path.stat()
+        stamp = (info.st_mtime_ns, info.st_size)
+    return repr(
+        (
+            source,
+            stamp,
+            config.data.model_dump_json(),
+            config.training.seed,
+            config.federation.num_clients,
+        )
+    )
+
+
+def parsed_source(
+    config: RunConfig, source: str | None = None, tokenizer: Any = None
+) -> tuple[list[Record], list]:
+    """The source's records and validated examples, parsed once per process.
+
+    In simulation every virtual client reads the same source to find its partition; with
+    a thousand clients, parsing it again for each one made round time grow with the
+    number of registered clients. The cache is keyed by the file's mtime and size.
+    Callers must not modify the lists.
+    """
+    key = _source_key(config, config.data.source if source is None else source)
+    if key is not None and key in _PARSED:
+        return _PARSED[key]
+    records = source_records(config, source)  # None: data.source, or the mixture
+    parsed = (records, to_examples(config, records, tokenizer))
+    if key is not None:
+        _PARSED.clear()  # one source at a time: memory stays bounded
+        _PARSED[key] = parsed
+    return parsed
+
+
 def run_labels(config: RunConfig) -> list[str]:
     """The label set every party maps to the same ids (classification only)."""
     if config.data.labels:
         return list(config.data.labels)
     if config.data.source == DEMO:
         return list(DEMO_LABELS)
-    return label_vocabulary(to_examples(config, source_records(config)))
+    return label_vocabulary(parsed_source(config)[1])
 
 
 def encode(
@@ -163,8 +209,7 @@ def client_data(
     config: RunConfig, tokenizer: Any, *, partition_id: int | None, source: str | None = None
 ) -> ClientData:
     """One client's rows: its partition in simulation, or its own file on a node."""
-    records = source_records(config, source)
-    examples = to_examples(config, records, tokenizer)
+    records, examples = parsed_source(config, source, tokenizer)
     locations = [r.where for r in records]
     if partition_id is not None:
         indices = partition_for(config, records, examples)[partition_id]

@@ -9,9 +9,6 @@ run, and compares the median round time (round 1, which includes warm-up, is lef
 
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -19,23 +16,14 @@ from pathlib import Path
 from common.config import load_config
 from common.data.demo import make_demo_classification
 from deploy.local import LocalDeployment, write_run_toml
-from simulations.run import simulate
+from simulations.benchmarks.common import SimRun, command, metrics, parser, simulate_run, write
 
 ORGS = ("org1", "org2")
-
-
-def _median_round(folder: Path) -> tuple[float, list[float]]:
-    rows = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
-    seconds = [r["round_seconds"] for r in rows if r["round"] > 0]
-    timed = seconds[1:] or seconds
-    return statistics.median(timed), seconds
+GOAL = "<= 2"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 rounds, 2 steps: a smoke run")
-    parser.add_argument("--out", default="runs/benchmarks/deploy_latency.json")
-    args = parser.parse_args(argv)
+    args = parser(__doc__, "deploy_latency").parse_args(argv)
     rounds, steps = (2, 2) if args.quick else (4, 6)
     rows = [{"text": r["text"], "label": r["label"]} for r in make_demo_classification(400, seed=3)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -58,30 +46,27 @@ def main(argv: list[str] | None = None) -> int:
                 raise RuntimeError(done.stdout[-2000:] + done.stderr[-2000:])
         finally:
             dep.stop()
-        deployed, deployed_all = _median_round(root / "deployed")
+        deployed = SimRun(metrics(root / "deployed"), {}, 0.0)
         config = load_config(run_toml, ["partition.method='iid'", "data.demo-examples=400"])
-        simulate(config, root / "simulated", report=False)
-        simulated, simulated_all = _median_round(root / "simulated")
+        simulated = simulate_run(config)
+    ratio = deployed.median_round / simulated.median_round
     report = {
         "benchmark": "deploy_latency",
-        "command": "python -m simulations.benchmarks.deploy_latency"
-        + (" --quick" if args.quick else ""),
+        "command": command("deploy_latency", args.quick),
         "rounds": rounds,
         "local_steps": steps,
-        "deployed_round_seconds": deployed_all,
-        "simulated_round_seconds": simulated_all,
-        "deployed_median": deployed,
-        "simulated_median": simulated,
-        "ratio": deployed / simulated,
+        "deployed_round_seconds": deployed.round_seconds,
+        "simulated_round_seconds": simulated.round_seconds,
+        "deployed_median": deployed.median_round,
+        "simulated_median": simulated.median_round,
+        "ratio": ratio,
+        "goal": GOAL,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(
-        f"deployed round (median): {deployed:.1f} s; simulated: {simulated:.1f} s; "
-        f"ratio {deployed / simulated:.2f} (goal ≤ 2)"
+    text = (
+        f"deployed round (median): {deployed.median_round:.1f} s; simulated: "
+        f"{simulated.median_round:.1f} s; ratio {ratio:.2f} (goal {GOAL})"
     )
-    print(f"written: {out}")
+    write(report, args.out, text)
     return 0
 
 

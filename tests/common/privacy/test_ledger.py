@@ -62,3 +62,17 @@ def test_calibration_reaches_target_over_planned_steps() -> None:
     sigma = noise_for_target(target_epsilon=8.0, delta=1e-5, sample_rate=q, steps=50)
     eps = compute_epsilon([(sigma, q, 50)], 1e-5)
     assert 7.9 <= eps <= 8.0
+
+
+def test_cached_composition_equals_opacus_accountant_exactly() -> None:
+    """The per-(σ, q) cache changes nothing: ε is bit-identical to Opacus's own accountant."""
+    histories = [
+        [(1.1, 0.01, 30)],
+        [(0.8, 0.5, 2), (0.8, 0.5, 2), (2.0, 0.05, 7)],
+        [(3.0, 0.9, 1), (0.5, 0.001, 50), (1.1, 0.01, 30)],
+    ]
+    for history in histories:
+        accountant = RDPAccountant()
+        accountant.history = list(history)
+        assert compute_epsilon(history, 1e-5) == accountant.get_epsilon(delta=1e-5)
+        assert compute_epsilon(history, 1e-5) == compute_epsilon(list(history), 1e-5)
