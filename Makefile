@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_OUT ?= runs/demo
 DEMO_ARGS ?=
 
-.PHONY: install demo flwr-demo test test-all lint format clean
+.PHONY: install demo flwr-demo test test-all bench lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ''
+
+# Every benchmark (README "Performance"): BENCH_ARGS=--quick for a 2-minute smoke run,
+# BENCH_ARGS="--only utility scale" for some of them.
+BENCH_ARGS ?=
+bench: $(STAMP)
+	$(PY) -m simulations.benchmarks $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
