@@ -224,21 +224,26 @@ class _Moments(ABC):
     """
 
     name: ClassVar[str] = ""
+    eta: float
+    tau: float
     t: int = field(default=0, init=False)
     m: Arrays | None = field(default=None, init=False, repr=False)
     v: Arrays | None = field(default=None, init=False, repr=False)
 
+    def __post_init__(self) -> None:
+        _check_fedopt(self.name, self.eta, self._beta_1(), self._beta_2(), self.tau)
+
     @abstractmethod
     def _beta_1(self) -> float: ...
+
+    def _beta_2(self) -> float:
+        return 0.0  # only Adam and Yogi decay the second moment
 
     @abstractmethod
     def _second_moment(self, v: np.ndarray, delta: np.ndarray) -> np.ndarray: ...
 
     @abstractmethod
     def _step_size(self) -> float: ...
-
-    @abstractmethod
-    def _tau(self) -> float: ...
 
     def step(self, global_arrays: list[np.ndarray], mean_delta: list[np.ndarray]) -> Arrays:
         delta = _as_f64(global_arrays, mean_delta)
@@ -248,7 +253,7 @@ class _Moments(ABC):
         self.m = [b1 * mi + (1.0 - b1) * d for mi, d in zip(m, delta, strict=True)]
         self.v = [self._second_moment(vi, d) for vi, d in zip(v, delta, strict=True)]
         self.t += 1
-        eta, tau = self._step_size(), self._tau()
+        eta, tau = self._step_size(), self.tau
         steps = [eta * mi / (np.sqrt(vi) + tau) for mi, vi in zip(self.m, self.v, strict=True)]
         return _moved(global_arrays, steps)
 
@@ -273,7 +278,21 @@ def _check_fedopt(name: str, eta: float, beta_1: float, beta_2: float, tau: floa
 
 
 @dataclass(kw_only=True)
-class FedAdam(_Moments):
+class _AdamFamily(_Moments):
+    """Adam and Yogi: both decay their first moment with β₁ and their second with β₂."""
+
+    beta_1: float = 0.9
+    beta_2: float = 0.99
+
+    def _beta_1(self) -> float:
+        return self.beta_1
+
+    def _beta_2(self) -> float:
+        return self.beta_2
+
+
+@dataclass(kw_only=True)
+class FedAdam(_AdamFamily):
     """Adam on the pseudo-gradient, exactly as Flower's FedAdam.
 
     ``v ← β₂·v + (1−β₂)·Δ²``; step ``η_t·m/(√v + τ)`` with Flower's bias correction
@@ -285,18 +304,7 @@ class FedAdam(_Moments):
 
     name: ClassVar[str] = "fedadam"
     eta: float = 1e-1
-    beta_1: float = 0.9
-    beta_2: float = 0.99
     tau: float = 1e-9
-
-    def __post_init__(self) -> None:
-        _check_fedopt(self.name, self.eta, self.beta_1, self.beta_2, self.tau)
-
-    def _beta_1(self) -> float:
-        return self.beta_1
-
-    def _tau(self) -> float:
-        return self.tau
 
     def _second_moment(self, v: np.ndarray, delta: np.ndarray) -> np.ndarray:
         return self.beta_2 * v + (1.0 - self.beta_2) * delta * delta
@@ -307,7 +315,7 @@ class FedAdam(_Moments):
 
 
 @dataclass(kw_only=True)
-class FedYogi(_Moments):
+class FedYogi(_AdamFamily):
     """Yogi on the pseudo-gradient, exactly as Flower's FedYogi.
 
     ``v ← v − (1−β₂)·Δ²·sign(v − Δ²)`` (v starts at 0); step ``η·m/(√v + τ)``, no bias
@@ -317,18 +325,7 @@ class FedYogi(_Moments):
 
     name: ClassVar[str] = "fedyogi"
     eta: float = 1e-2
-    beta_1: float = 0.9
-    beta_2: float = 0.99
     tau: float = 1e-3
-
-    def __post_init__(self) -> None:
-        _check_fedopt(self.name, self.eta, self.beta_1, self.beta_2, self.tau)
-
-    def _beta_1(self) -> float:
-        return self.beta_1
-
-    def _tau(self) -> float:
-        return self.tau
 
     def _second_moment(self, v: np.ndarray, delta: np.ndarray) -> np.ndarray:
         sq = delta * delta
@@ -350,14 +347,8 @@ class FedAdagrad(_Moments):
     eta: float = 1e-1
     tau: float = 1e-9
 
-    def __post_init__(self) -> None:
-        _check_fedopt(self.name, self.eta, 0.0, 0.0, self.tau)
-
     def _beta_1(self) -> float:
         return 0.0
-
-    def _tau(self) -> float:
-        return self.tau
 
     def _second_moment(self, v: np.ndarray, delta: np.ndarray) -> np.ndarray:
         return v + delta * delta
