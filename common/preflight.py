@@ -43,8 +43,27 @@ def check_model(config: RunConfig) -> None:
         )
 
 
+def check_instruction_sets(config: RunConfig) -> None:
+    """Mixture components and the general eval file: an error names the key
+    (``data.mixture[1].source``, ``data.general-eval``)."""
+    if config.data.mixture:
+        from common.data.mixture import mixture_records
+
+        mixture_records(config)
+    spec = config.data.general_eval
+    if spec and spec != DEMO:
+        from common.data.formats import to_instruction
+
+        try:
+            to_instruction(read_records(spec, "auto"))
+        except DataError as exc:
+            raise DataError(f"data.general-eval: {exc}") from None
+
+
 def check_inputs(config: RunConfig) -> InputReport:
-    """Model, tokenizer, data.source and data.server-eval, read as the clients will."""
+    """Instruction sets, model, tokenizer, data.source and data.server-eval, read as the
+    clients will."""
+    check_instruction_sets(config)
     check_model(config)
     if config.model.task == "sequence-classification" and len(run_labels(config)) < 2:
         raise DataError(

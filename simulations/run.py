@@ -70,26 +70,6 @@ def _quiet_flower(verbose: bool) -> None:
     flower.propagate = False
 
 
-def _check_instruction_sets(config: RunConfig) -> None:
-    """Mixture components and the general eval file, read before Ray starts: an error then
-    names the key (``data.mixture[1].source``, ``data.general-eval``) instead of surfacing
-    as a failed server or client process."""
-    if config.data.mixture:
-        from common.data.mixture import mixture_records
-
-        mixture_records(config)
-    spec = config.data.general_eval
-    if spec and spec != "demo":
-        from common.data.formats import to_instruction
-        from common.data.readers import read_records
-        from common.errors import DataError
-
-        try:
-            to_instruction(read_records(spec, "auto"))
-        except DataError as exc:
-            raise DataError(f"data.general-eval: {exc}") from None
-
-
 def simulate(
     config: RunConfig | None,
     output_dir: str | Path,
@@ -127,9 +107,8 @@ def simulate(
         )
     from common.preflight import check_inputs
 
-    # Bad model folders, data rows and instruction sets fail here, before the output
+    # Bad instruction sets, model folders and data rows fail here, before the output
     # folder is touched.
-    _check_instruction_sets(config)
     check_inputs(config)
     if not resume:
         check_output_dir(output_dir, overwrite=overwrite)
