@@ -54,6 +54,13 @@ class NodePolicy(BaseModel):
         "for every message, which re-imports torch and reloads the model each round.",
     )
 
+    prefork: bool = Field(
+        True,
+        description="Start each message's ClientApp process as a fork of one that already "
+        "imported Flower (deploy/superexec.py) instead of a fresh Python, which pays the "
+        "1-2 s import four times a SecAgg+ round; false uses Flower's own launcher.",
+    )
+
     @property
     def ledger_path(self) -> Path:
         return Path(self.state_dir) / "privacy_ledger.json"

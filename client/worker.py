@@ -132,8 +132,10 @@ def serve(address: WorkerAddress, *, max_requests: int | None = None) -> None:
                 continue
             with conn:
                 kind, request = conn.recv()
+                started = time.perf_counter()
                 try:
                     conn.send(("ok", handle(kind, request)))
+                    log.info("%s done in %.2f s", kind, time.perf_counter() - started)
                 except Exception as exc:  # noqa: BLE001 -- the ClientApp re-raises it
                     log.exception("node worker: %s failed", kind)
                     conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))

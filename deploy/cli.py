@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import os
 import time
 from pathlib import Path
 
@@ -108,17 +107,19 @@ def _node_start(args: argparse.Namespace) -> int:
     print(
         f"node {policy.name}: data {policy.data_path}; ledger {policy.ledger_path}; "
         f"audit log {policy.audit_path}; DP required: {policy.require_dp}; "
-        f"max ε {policy.max_epsilon}; warm worker: {policy.warm_worker}",
+        f"max ε {policy.max_epsilon}; warm worker: {policy.warm_worker}; "
+        f"preforked ClientApps: {policy.prefork}",
         flush=True,
     )
     env = coord.flower_env(org.state_home(policy))
+    processes = [command, org.superexec_command(policy, port=args.port)]
     if not policy.warm_worker:
-        os.execvpe(command[0], command, env)
+        return supervise(processes, env, ready=lambda: None)
     from client.worker import wait_ready
 
     worker = org.worker_address(policy)
     ready = functools.partial(wait_ready, worker)
-    return supervise([org.worker_command(policy), command], env, ready=ready)
+    return supervise([org.worker_command(policy), *processes], env, ready=ready)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

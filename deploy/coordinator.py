@@ -25,6 +25,7 @@ from common.config import (
     RunConfig,
 )
 from common.errors import PrivatuneError
+from deploy.keys import shared_secret
 
 CONNECTION = "privatune"  # the name of the SuperLink connection in Flower's config
 
@@ -76,21 +77,13 @@ def superexec_secret(c: Coordinator) -> Path:
     same public port as the Fleet API; with process isolation and this secret, a party
     that can reach the port still cannot act as the ServerApp.
     """
-    import secrets
-
-    path = c.state / "superexec.secret"
-    if not path.exists():
-        c.state.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32))
-    return path
+    return shared_secret(c.state / "superexec.secret")
 
 
 def superexec_command(c: Coordinator, *, runtime_address: str) -> list[str]:
     """The long-running SuperExec that starts ServerApp processes for the SuperLink."""
     return [
-        "flower-superexec",
+        sys.executable, "-m", "deploy.superexec",  # flower-superexec, preforked tasks
         "--runtime-api-address", runtime_address,
         "--root-certificates", str(c.keys / "ca.crt"),
         "--superexec-auth-secret-file", str(superexec_secret(c)),

@@ -133,6 +133,24 @@ def make_node_keys(out: Path, *, name: str, overwrite: bool = False) -> tuple[Pa
     return private_path, public_path
 
 
+def shared_secret(path: Path) -> Path:
+    """A random secret in an owner-only file, created once and reused afterwards.
+
+    Flower's SuperExec and the SuperLink or SuperNode it takes tasks from both read it
+    (``--superexec-auth-secret-file``), so that no other process that can reach the
+    Runtime API can pose as our executor.
+    """
+    import os
+    import secrets
+
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    return path
+
+
 def describe(path: Path) -> str:
     """Describe a certificate or key file in one line, for the CLI to print.
 

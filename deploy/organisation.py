@@ -5,6 +5,12 @@ SuperNode then passes its path (and the audit log's) to every ClientApp process,
 enforces the policy and keeps the ledger and audit log in the node's state folder. Unless
 the node config says ``warm-worker = false``, a long-lived worker process (client/worker.py)
 does the training, so a round does not pay for importing torch and loading the model.
+
+The SuperNode runs in Flower's *process* isolation mode: it only queues each message's
+task, and a separate SuperExec on the same machine (deploy/superexec.py, Flower's own
+with a preloaded fork in place of a fresh Python per task) starts the ClientApp process.
+The two share a secret in the node's state folder, so no other local process that can
+reach the SuperNode's Runtime API (127.0.0.1 only) can take the node's tasks.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from client.audit import AUDIT_PATH_KEY
 from client.policy import NodePolicy, load_policy
 from client.worker import WorkerAddress
 from common.errors import PrivatuneError
+from deploy.keys import shared_secret
 
 NODE_CONFIG_FILE_KEY = "node-config-file"
 
@@ -53,9 +60,29 @@ def supernode_command(
         "--root-certificates", str(ca),
         "--auth-supernode-private-key", str(key),
         "--node-config", pairs,
+        "--isolation", "process",
+        "--host", "127.0.0.1",
         "--port", str(port),
+        "--superexec-auth-secret-file", str(superexec_secret(policy)),
     ]  # fmt: skip
     return command, policy
+
+
+def superexec_secret(policy: NodePolicy) -> Path:
+    return shared_secret(Path(policy.state_dir) / "superexec.secret")
+
+
+def superexec_command(policy: NodePolicy, *, port: int) -> list[str]:
+    """The SuperExec that starts this node's ClientApp processes (see the module doc)."""
+    launcher = (
+        [sys.executable, "-m", "deploy.superexec"] if policy.prefork else ["flower-superexec"]
+    )
+    return [
+        *launcher,
+        "--insecure",  # plain HTTP on loopback, to this node's own SuperNode
+        "--runtime-api-address", f"127.0.0.1:{port}",
+        "--superexec-auth-secret-file", str(superexec_secret(policy)),
+    ]  # fmt: skip
 
 
 def worker_address(policy: NodePolicy) -> WorkerAddress:

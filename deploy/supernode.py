@@ -1,5 +1,7 @@
 """Flower's ``flower-supernode``, unchanged but for how long an idle node sleeps.
 
+(It also retries objects it is still waiting for sooner: deploy/pull_backoff.py.)
+
 flwr 1.41's SuperNode asks the SuperLink for a message, and when none is waiting it
 sleeps a fixed 3 s (``time.sleep(3)`` in ``flwr/supernode/start_client_internal.py``;
 no flag or variable sets it). A SecAgg+ round is four messages in a row, each waiting on
@@ -23,6 +25,8 @@ from collections.abc import Sequence
 from types import SimpleNamespace
 
 import flwr.supernode.start_client_internal as internal
+
+from deploy.pull_backoff import shorten_pull_backoff
 
 DEFAULT_POLL_INTERVAL = 0.25
 _FIXED_SLEEP = "time.sleep(3)"
@@ -51,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 0.01 <= ours.poll_interval <= 3.0:
         raise SystemExit("--poll-interval: give seconds between 0.01 and 3")
     cap_idle_sleep(ours.poll_interval)
+    shorten_pull_backoff()
     from flwr.supernode.cli import flower_supernode
 
     sys.argv = ["flower-supernode", *flower_args]
