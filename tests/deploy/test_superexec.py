@@ -48,9 +48,7 @@ def test_install_points_flowers_executor_at_the_forkserver(
 ) -> None:
     monkeypatch.setattr(flower_executor, "subprocess", flower_executor.subprocess)
     started: list[list[str]] = []
-    monkeypatch.setattr(
-        ForkingPopen, "Popen", lambda self, args, **kw: started.append(list(args))
-    )
+    monkeypatch.setattr(ForkingPopen, "Popen", lambda self, args, **kw: started.append(list(args)))
     forking = superexec.install(preload=())
     assert flower_executor.subprocess is forking
     spec = flower_executor.ExecutionSpec(
