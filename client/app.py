@@ -27,6 +27,7 @@ from client.secagg import secagg_when_requested
 from client.worker import WorkerAddress, WorkerClient
 from common import protocol
 from common.config import OUTPUT_DIR_KEY, RunConfig, from_run_config
+from common.transport import unpack_mod
 
 PARTITION_ID_KEY = "partition-id"
 NUM_PARTITIONS_KEY = "num-partitions"
@@ -212,11 +213,12 @@ def make_client_app(
             return WorkerClient(run_config, context, worker).to_client()
         return PrivatuneClient(run_config, context, ledger_dir=ledger_dir).to_client()
 
-    # Mods run outermost first: the audit log sees exactly what leaves the node (error
+    # Mods run outermost first: packed arrays are restored before anyone reads them
+    # (common/transport.py); the audit log sees exactly what leaves the node (error
     # replies too); a failure anywhere inside becomes an error reply naming the client;
     # SecAgg+ wraps everything after it, so extra mods (tests inject faults) see the plain
     # reply.
-    mods = [audit_mod, name_failures_mod, secagg_when_requested, *(extra_mods or [])]
+    mods = [unpack_mod, audit_mod, name_failures_mod, secagg_when_requested, *(extra_mods or [])]
     return ClientApp(client_fn=client_fn, mods=mods)
 
 

@@ -1,5 +1,7 @@
 """Count the bytes a run really moves: every message's content, protocol messages included.
 
+(This grid is also where outgoing arrays are packed into one: common/transport.py.)
+
 Wraps Flower's Grid; each request (downlink) and reply (uplink) is measured as the size
 of its serialised RecordDict, so SecAgg+'s key exchange and masked vectors count as
 much as plain adapter deltas do.
@@ -14,6 +16,8 @@ from typing import Any
 from flwr.app import Message
 from flwr.common.serde import recorddict_to_proto
 from flwr.serverapp import Grid
+
+from common.transport import pack
 
 REPLY_POLL_INTERVAL = 0.1
 
@@ -56,6 +60,9 @@ class CountingGrid(Grid):
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         messages = list(messages)
+        for message in messages:  # one array per record on the wire (common/transport.py)
+            if message.has_content():
+                message.content = pack(message.content)
         self.downlink += sum(content_bytes(m) for m in messages)
         return self.inner.push_messages(messages)
 

@@ -24,7 +24,7 @@ GOAL = "<= 2"
 
 def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__, "deploy_latency").parse_args(argv)
-    rounds, steps = (2, 2) if args.quick else (4, 6)
+    rounds, steps = (2, 2) if args.quick else (6, 6)
     rows = [{"text": r["text"], "label": r["label"]} for r in make_demo_classification(400, seed=3)]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
