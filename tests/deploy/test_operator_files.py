@@ -99,7 +99,7 @@ def _kind(service: dict[str, Any]) -> str:
     """superlink, supernode or superexec: which Flower command the container runs."""
     if "build" in service:
         text = _dockerfile(service).read_text(encoding="utf-8")
-        assert 'ENTRYPOINT ["flower-superexec"]' in text
+        assert 'ENTRYPOINT ["python", "-m", "deploy.superexec"]' in text
         return "superexec"
     image = service["image"]
     for kind in ("superlink", "supernode", "superexec"):
