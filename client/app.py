@@ -213,13 +213,19 @@ def make_client_app(
             return WorkerClient(run_config, context, worker).to_client()
         return PrivatuneClient(run_config, context, ledger_dir=ledger_dir).to_client()
 
-    # Mods run outermost first: packed arrays are restored before anyone reads them
-    # (common/transport.py); the audit log sees exactly what leaves the node (error
-    # replies too); a failure anywhere inside becomes an error reply naming the client;
-    # SecAgg+ wraps everything after it, so extra mods (tests inject faults) see the plain
-    # reply.
-    mods = [unpack_mod, audit_mod, name_failures_mod, secagg_when_requested, *(extra_mods or [])]
-    return ClientApp(client_fn=client_fn, mods=mods)
+    return ClientApp(client_fn=client_fn, mods=client_mods(extra_mods))
+
+
+def client_mods(extra_mods: list | None = None) -> list:
+    """The ClientApp's mods, outermost first.
+
+    Packed arrays are restored before anyone reads them (common/transport.py); the audit
+    log sees exactly what leaves the node (error replies too, and SecAgg+'s masked
+    vectors as narrowed); a failure anywhere inside becomes an error reply naming the
+    client; SecAgg+ wraps everything after it, so extra mods (tests inject faults) see
+    the plain reply.
+    """
+    return [unpack_mod, audit_mod, name_failures_mod, secagg_when_requested, *(extra_mods or [])]
 
 
 app = make_client_app()

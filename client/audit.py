@@ -1,8 +1,9 @@
 """The node's audit log: one line for every message the node sends.
 
 Outermost Flower client mod, so it sees each reply exactly as it leaves (after SecAgg+
-masking): run, round, kind, the names, shapes and dtypes of every array, the names of
-every metric and config value, the byte count and the SHA-256 of the serialised content.
+masking, the masked vectors already narrowed to uint32 by client/secagg.py): run, round,
+kind, the names, shapes and dtypes of every array, the names of every metric and config
+value, the byte count and the SHA-256 of the serialised content.
 An organisation can show from this file that nothing but adapter arrays and named metrics
 left its premises.
 """

@@ -89,7 +89,8 @@ def run_server(
         },
         server_optimizer=server_optimizer,
     )
-    counting = CountingGrid(grid)
+    # Under SecAgg+ replies arrive with narrowed masked vectors, widened after counting.
+    counting = secagg.WideningGrid(grid) if settings is not None else CountingGrid(grid)
     book = RoundBook(config, outputs, server_model.save, secagg=settings)
     book.latest = initial
     book.history = history

@@ -9,12 +9,16 @@ that no value is clipped (and clients report any value that would be), and
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from flwr.app import Message
 from flwr.server.workflow import SecAggPlusWorkflow
 
 from common.config import RunConfig
 from common.errors import ConfigError
+from common.secagg_wire import widen_reply
+from server.traffic import CountingGrid
 
 # Adam's bias-corrected step is at most lr·(1-β1)/sqrt(1-β2) per coordinate (≈3.16·lr).
 ADAM_STEP_BOUND = 0.1 / (1 - 0.999) ** 0.5
@@ -109,6 +113,19 @@ def workflow(settings: SecAggSettings, *, timeout: float | None) -> SecAggPlusWo
         quantization_range=settings.quantization_range,
         timeout=timeout,
     )
+
+
+class WideningGrid(CountingGrid):
+    """The grid SecAgg+ runs on: counts each reply as it arrived, then widens its masked
+    vectors back to int64 (clients send them narrowed, common/secagg_wire.py).
+
+    Every reply passes ``pull_messages`` (``send_and_receive`` pulls through it), so this
+    is the one place replies arrive; Flower's workflow then sums exactly the int64 arrays
+    its own client mod built.
+    """
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return [widen_reply(m) for m in super().pull_messages(message_ids)]
 
 
 def quantization_error_bound(settings: SecAggSettings, weights: list[float]) -> float:

@@ -6,7 +6,7 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
-from server.traffic import REPLY_POLL_INTERVAL, CountingGrid
+from server.traffic import REPLY_POLL_FIRST, REPLY_POLL_INTERVAL, CountingGrid
 
 
 class _SlowGrid:
@@ -42,8 +42,25 @@ def test_every_reply_is_collected_once_with_a_short_poll() -> None:
     elapsed = time.monotonic() - start
     assert sorted(r.metadata.reply_to_message_id for r in replies) == ["m0", "m1", "m2"]
     assert inner.pulls == 3
-    # Two waits between three pulls: about 2 × 0.1 s, where Flower's HttpGrid waits 2 × 3 s.
-    assert 2 * REPLY_POLL_INTERVAL <= elapsed < 2.0
+    # Two waits between three pulls, 5 ms then 10 ms, where Flower's HttpGrid waits 2 × 3 s.
+    assert 3 * REPLY_POLL_FIRST <= elapsed < 2 * REPLY_POLL_INTERVAL
+
+
+def test_waits_double_up_to_the_poll_interval(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A slow node is polled every 0.1 s after the first quick pulls, not every 5 ms."""
+    import server.traffic as traffic
+
+    waits: list[float] = []
+    monkeypatch.setattr(traffic.time, "sleep", waits.append)
+
+    class _Late(_SlowGrid):
+        def pull_messages(self, ids: Any) -> list[Any]:
+            self.pulls += 1
+            return [_reply("m0")] if self.pulls == 10 else []
+
+    replies = list(CountingGrid(_Late()).send_and_receive([_message()], timeout=None))
+    assert len(replies) == 1
+    assert waits == [0.005, 0.01, 0.02, 0.04, 0.08, 0.1, 0.1, 0.1, 0.1]
 
 
 def test_timeout_returns_the_replies_so_far() -> None:

@@ -91,14 +91,17 @@ def test_secure_sum_equals_plain_weighted_mean_within_stated_bound(
 def test_masked_vector_is_not_the_clients_delta(
     tiny_bert: Path, tmp_path: Path, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
-    """What the server receives from one client is masked: unrelated to its delta."""
+    """What the server receives from one client is masked: unrelated to its delta.
+
+    It arrives as uint32 (narrowed by the client, widened by the server after counting).
+    """
     from server.traffic import CountingGrid
 
     seen: dict[int, list[np.ndarray]] = {}
-    original = CountingGrid.send_and_receive
+    original = CountingGrid.pull_messages
 
-    def spy(self, messages, *, timeout=None):  # type: ignore[no-untyped-def]
-        replies = original(self, messages, timeout=timeout)
+    def spy(self, message_ids):  # type: ignore[no-untyped-def]
+        replies = list(original(self, message_ids))
         for reply in replies:
             if reply.has_content() and RECORD_KEY_CONFIGS in reply.content.config_records:
                 configs = reply.content.config_records[RECORD_KEY_CONFIGS]
@@ -107,7 +110,7 @@ def test_masked_vector_is_not_the_clients_delta(
                     seen[reply.metadata.src_node_id] = factor_extract(vectors)[1]
         return replies
 
-    monkeypatch.setattr(CountingGrid, "send_and_receive", spy)
+    monkeypatch.setattr(CountingGrid, "pull_messages", spy)
     rec = tmp_path / "rec"
     rec.mkdir()
     simulate(
@@ -122,6 +125,7 @@ def test_masked_vector_is_not_the_clients_delta(
         masked = np.concatenate([m.ravel() for m in seen[node]]).astype(np.float64)
         plain = np.concatenate([d.ravel() for d in delta]).astype(np.float64)
         assert masked.shape == plain.shape
+        assert {m.dtype for m in seen[node]} == {np.dtype(np.uint32)}
         corr = float(np.corrcoef(masked, plain)[0, 1])
         assert abs(corr) < 0.15, corr
         # Masks are uniform over the modulus: the values span it, unlike a quantised delta.
