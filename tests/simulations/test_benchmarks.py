@@ -96,9 +96,11 @@ def test_traffic_quick_counts_protocol_bytes(tmp_path: Path) -> None:
     shares = {s["variant"]: s["adapter_bytes"] for s in report["adapter_share"]}
     assert shares == {"lora": 4 * lora, "ffa": 4 * ffa}
     plain, secure = report["uplink"]
-    # Plain: the delta plus metrics; SecAgg+: 64-bit masked values plus the key exchange.
+    # Plain: the delta plus metrics; SecAgg+: masked values sent as 32 bits (as many as the
+    # fp32 delta; common/secagg_wire.py) plus the key exchange, which is large next to
+    # this tiny adapter. Flower's own int64 encoding would put it above 2.
     assert 1.0 < plain["ratio"] < 1.5
-    assert secure["ratio"] > 2.0
+    assert plain["ratio"] < secure["ratio"] < 2.0
 
 
 @pytest.mark.slow
