@@ -65,10 +65,10 @@ def _traffic(r: dict) -> list[Row]:
 def _secagg(r: dict) -> list[Row]:
     return [
         (
-            f"SecAgg+ round ÷ plain, {x['clients']} clients, {x['shares']} shares "
-            f"(tolerates {x['tolerated_dropouts']} dropouts)",
+            f"SecAgg+ round ÷ plain, {x['clients']} clients, {x['workload']}, "
+            f"{x['shares']} shares (tolerates {x['tolerated_dropouts']} dropouts)",
             x["time_ratio"],
-            r["goal_time_ratio_20_clients"] if x["clients"] == 20 else None,
+            x["goal"],
         )
         for x in r["results"]
     ]

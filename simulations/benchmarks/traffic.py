@@ -2,9 +2,11 @@
 
 Uplink is every byte of every reply a client sends in a round, counted on the server
 (server/traffic.py: each message's serialised content), so with SecAgg+ its key
-exchange, encrypted shares and masked vectors are all included. Raw adapter bytes are
-the trained parameters in float32; full-model bytes are every parameter of the base
-model with its classification head, in float32 (what full fine-tuning would send).
+exchange, encrypted shares and masked vectors are all included; the masked vectors are
+counted as they arrive, as uint32 (narrowed by the client from Flower's int64,
+common/secagg_wire.py), before the server widens them for Flower's sum. Raw adapter
+bytes are the trained parameters in float32; full-model bytes are every parameter of the
+base model with its classification head, in float32 (what full fine-tuning would send).
 
     .venv/bin/python -m simulations.benchmarks.traffic [--quick] [--out FILE]
 """
