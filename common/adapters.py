@@ -74,6 +74,7 @@ def build_adapter_model(config: RunConfig, *, num_labels: int | None = None) -> 
         num_labels=num_labels,
         dropout=config.model.dropout,
         quantization=config.model.quantization,
+        pooling=config.model.pooling,
     )
     model = method.build(base, config)
     model.train()

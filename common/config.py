@@ -74,6 +74,14 @@ class ModelConfig(_Section):
         description="Override the model's dropout probabilities (0 makes training "
         "deterministic while keeping train mode, which Opacus needs).",
     )
+    pooling: Literal["auto", "cls", "mean"] = Field(
+        "auto",
+        description="How a sequence classifier reads the token states: 'cls' is the model's "
+        "own head (BERT: its pooler over [CLS]); 'mean' averages the non-padding tokens, "
+        "which is what sentence-transformers checkpoints such as the packaged "
+        "all-MiniLM-L6-v2 were trained for (BERT-family models only); 'auto' follows the "
+        "folder's 1_Pooling/config.json when it has one, else 'cls'. See common/pooling.py.",
+    )
     quantization: Literal["none", "8bit", "4bit"] = Field(
         "none",
         description="QLoRA-style k-bit loading of the frozen base model. Only 'none' runs "

@@ -55,6 +55,17 @@ def export(run_dir: Path, out: Path, *, merge: bool = False, overwrite: bool = F
             label2id={label: i for i, label in enumerate(labels)},
         )
     base = auto.from_pretrained(folder, **kwargs)
+    if config.model.task == "sequence-classification":
+        from common.pooling import resolve_pooling
+
+        if resolve_pooling(base, folder, config.model.pooling) == "mean":
+            raise PrivatuneError(
+                "--merge: this run's classifier reads the mean of the token states "
+                "(model.pooling), which plain transformers' classification heads cannot "
+                "express; export without --merge and load the adapter onto "
+                "common.models.load_base_model(..., pooling='mean'), or train with "
+                "model.pooling = 'cls'"
+            )
     if config.peft.method == "bitfit":  # trained tensors of the base itself: load them in
         from common.peft_methods import load_bitfit
 

@@ -150,8 +150,11 @@ def load_base_model(
     num_labels: int | None = None,
     dropout: float | None = None,
     quantization: str = "none",
+    pooling: str = "cls",
 ) -> Any:
     """Load the base model for ``task`` from a local folder, in float32 on the CPU.
+
+    ``pooling`` (sequence classification): "cls", "mean" or "auto", see common/pooling.py.
 
     ``quantization`` "8bit"/"4bit" loads the frozen linear layers with bitsandbytes
     (QLoRA-style; see common/quantization.py).
@@ -177,8 +180,12 @@ def load_base_model(
     # As for the tokenizer; corrupt weights raise safetensors' own SafetensorError.
     except Exception as exc:
         raise ModelError(f"model.path: cannot load a {task} model from {folder}: {exc}") from exc
-    if task == "sequence-classification" and model.config.pad_token_id is None:
-        model.config.pad_token_id = 0
+    if task == "sequence-classification":
+        from common.pooling import apply_pooling, resolve_pooling
+
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = 0
+        apply_pooling(model, resolve_pooling(model, folder, pooling))
     if dropout is not None:
         _set_dropout(model, dropout)
     model.train()

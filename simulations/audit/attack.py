@@ -46,6 +46,7 @@ def load_final_model(config: RunConfig, run_dir: Path) -> tuple[Any, Any]:
         config.model.task,
         num_labels=len(labels) if labels else None,
         dropout=config.model.dropout,
+        pooling=config.model.pooling,
     )
     model = PeftModel.from_pretrained(base, run_dir / "adapter")
     model.eval()

@@ -177,9 +177,14 @@ def test_single_example_update_is_clipped_to_lr_times_c(tiny_bert: Path) -> None
     torch.testing.assert_close(update, -lr * clip * grad / grad.norm(), rtol=0.0, atol=1e-7)
 
 
-def test_per_sample_gradients_match_autograd_and_clipping(tiny_bert: Path) -> None:
-    """Opacus's per-sample grads equal per-example autograd for every adapter weight; clip ≤ C."""
-    config = _config(tiny_bert)
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_per_sample_gradients_match_autograd_and_clipping(tiny_bert: Path, pooling: str) -> None:
+    """Opacus's per-sample grads equal per-example autograd for every adapter weight; clip ≤ C.
+
+    With mean pooling too: its mask comes from a hook, and padded rows must not leak into
+    another example's gradient.
+    """
+    config = _config(tiny_bert, f"model.pooling='{pooling}'")
     model = _model(config)
     data = _dataset(8, _vocab(model), seed=2)
     input_ids, attention, labels = data.tensors

@@ -14,8 +14,10 @@ from common.errors import PrivatuneError
 from common.export import export
 
 
-def _finished_run(tmp_path: Path, tiny_bert: Path, method: str = "lora") -> tuple[Path, object]:
-    config = load_config(None, [f"model.path='{tiny_bert}'", f"peft.method='{method}'"])
+def _finished_run(
+    tmp_path: Path, tiny_bert: Path, method: str = "lora", *extra: str
+) -> tuple[Path, object]:
+    config = load_config(None, [f"model.path='{tiny_bert}'", f"peft.method='{method}'", *extra])
     model = build_adapter_model(config, num_labels=5)
     rng = np.random.default_rng(0)
     arrays = [
@@ -65,3 +67,11 @@ def test_prompt_methods_cannot_be_merged(tiny_bert: Path, tmp_path: Path) -> Non
     with pytest.raises(PrivatuneError, match="nothing to merge"):
         export(run, tmp_path / "merged", merge=True)
     assert (export(run, tmp_path / "adapter") / "adapter_config.json").is_file()
+
+
+def test_mean_pooled_runs_cannot_be_merged(tiny_bert: Path, tmp_path: Path) -> None:
+    """Plain transformers heads read [CLS]: a merged mean-pooled model would mispredict."""
+    run, _ = _finished_run(tmp_path, tiny_bert, "lora", "model.pooling='mean'")
+    with pytest.raises(PrivatuneError, match="--merge: .*mean of the token states"):
+        export(run, tmp_path / "merged", merge=True)
+    assert (export(run, tmp_path / "adapter-out") / "adapter_model.safetensors").is_file()
