@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from common.config import load_config
 from simulations.benchmarks import common, dp_cost, scale, traffic, utility
 from simulations.benchmarks.secagg_cost import dropout_tolerance
 
@@ -120,3 +121,28 @@ def test_quick_suite_runs_every_benchmark(tmp_path: Path) -> None:
         ["dp_cost", "traffic", "secagg_cost", "efficiency", "scale", "utility"]
     )
     assert all(b["status"] == "ok" and b["figures"] for b in summary["benchmarks"].values())
+
+
+def test_utility_recipes_load_and_target_only_the_top_layers(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    """Every run's overrides are valid keys, and the adapter sits in the named layers only."""
+    from common.adapters import adapter_spec, build_adapter_model
+
+    assert utility.top_layer_targets(str(tiny_bert), layers=1) == [
+        "layer.1.attention.self.query",
+        "layer.1.attention.self.value",
+    ]
+    assert len(utility.top_layer_targets(str(tiny_bert), layers=5)) == 4  # 2 layers in all
+    (tmp_path / "src").mkdir()
+    train, test = utility.write_split(_fake_fortunes(tmp_path / "src", 30), tmp_path, 20)
+    for name, recipe in utility.RUNS.items():
+        config = utility.config(train, test, model=str(tiny_bert), recipe=recipe)
+        assert config.federation.num_clients == recipe.clients, name
+        assert config.privacy.enabled == name.startswith("dp-"), name
+    top = "[" + ", ".join(f"'{t}'" for t in utility.top_layer_targets(str(tiny_bert), 1)) + "]"
+    one_layer = load_config(None, [f"model.path='{tiny_bert}'", f"lora.target-modules={top}"])
+    lora = [
+        n for n in adapter_spec(build_adapter_model(one_layer, num_labels=5)).names if "lora_" in n
+    ]
+    assert len(lora) == 4 and all(".layer.1.attention.self." in n for n in lora), lora
