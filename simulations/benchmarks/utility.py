@@ -113,8 +113,8 @@ class Recipe:
 
 
 def config(train: Path, test: Path, *, model: str, recipe: Recipe) -> RunConfig:
-    labels = "[" + ", ".join(f"'{c}'" for c in CATEGORIES) + "]"
-    targets = "[" + ", ".join(f"'{t}'" for t in top_layer_targets(model)) + "]"
+    labels = json.dumps(list(CATEGORIES))  # a JSON list of strings is a TOML array
+    targets = json.dumps(top_layer_targets(model))
     return load_config(
         ROOT / "examples" / "demo.toml",
         [

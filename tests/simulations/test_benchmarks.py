@@ -140,7 +140,7 @@ def test_utility_recipes_load_and_target_only_the_top_layers(
         config = utility.config(train, test, model=str(tiny_bert), recipe=recipe)
         assert config.federation.num_clients == recipe.clients, name
         assert config.privacy.enabled == name.startswith("dp-"), name
-    top = "[" + ", ".join(f"'{t}'" for t in utility.top_layer_targets(str(tiny_bert), 1)) + "]"
+    top = json.dumps(utility.top_layer_targets(str(tiny_bert), 1))
     one_layer = load_config(None, [f"model.path='{tiny_bert}'", f"lora.target-modules={top}"])
     lora = [
         n for n in adapter_spec(build_adapter_model(one_layer, num_labels=5)).names if "lora_" in n
