@@ -118,4 +118,3 @@ def apply_pooling(model: Any, pooling: str) -> None:
         pooler.attention_mask = mask
 
     encoder.register_forward_pre_hook(keep_mask, with_kwargs=True)
-    model.config.privatune_pooling = pooling

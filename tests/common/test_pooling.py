@@ -52,7 +52,7 @@ def test_mean_pooling_logits_equal_the_hand_computed_masked_mean(tiny_bert: Path
         alone = model(input_ids=ids[:1, :4], attention_mask=mask[:1, :4]).logits
     torch.testing.assert_close(out.logits, want)
     torch.testing.assert_close(alone, want[:1], rtol=1e-5, atol=1e-5)
-    assert model.config.privatune_pooling == "mean"
+    assert type(model.bert.pooler).__name__ == "MeanPooling"
 
 
 def test_cls_pooling_is_the_models_own_head(tiny_bert: Path) -> None:
@@ -135,4 +135,4 @@ def test_mean_pooling_is_refused_where_the_head_reads_no_pooler(tmp_path: Path) 
     with pytest.raises(ModelError, match="model.pooling = 'mean' needs .*'cls'"):
         load_base_model(str(folder), CLS, num_labels=3, pooling="mean")
     model = load_base_model(str(folder), CLS, num_labels=3, pooling="auto")
-    assert not hasattr(model.config, "privatune_pooling")
+    assert not any(type(m).__name__ == "MeanPooling" for m in model.modules())
