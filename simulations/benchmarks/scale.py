@@ -1,11 +1,11 @@
 """Scale: 1,000 registered virtual clients, 10 sampled per round.
 
 Peak memory of the whole process tree (this process, Ray's GCS and raylet and every Ray
-worker, sampled with psutil every 0.2 s) and the median round time for 10, 100 and 1,000
-registered clients, with the same 10 sampled per round and the same rows per client, so
-a round's work is constant and its time must stay flat. Uses a tiny random BERT with
-MiniLM's tokenizer (simulations/benchmarks/tiny.py) so that the engine, not the model,
-is measured; DP-SGD is on, as in the demo. Peak memory is the sum of resident set
+worker, sampled with psutil every 0.2 s) and the median round time (rounds 2-9) for 10,
+100 and 1,000 registered clients, with 10 sampled per round and the same rows per
+client, so a round's work is constant and its time must stay flat. Uses a tiny random
+BERT with MiniLM's tokenizer (simulations/benchmarks/tiny.py) so that the engine, not the
+model, is measured; DP-SGD is on, as in the demo. Peak memory is the sum of resident set
 sizes, which counts pages shared between processes (Ray's object store, libraries)
 once per process: an upper bound.
 
@@ -103,7 +103,7 @@ def config(source: Path, registered: int, rounds: int) -> RunConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__, "scale").parse_args(argv)
-    sizes, rounds = ((10,), 2) if args.quick else ((10, 100, 1000), 5)
+    sizes, rounds = ((10,), 2) if args.quick else ((10, 100, 1000), 9)
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for registered in sizes:
