@@ -119,8 +119,10 @@ def simulate(
     from client.app import CLIENT_LEDGERS_DIR, make_client_app
     from server.app import make_server_app
     from server.outputs import SUMMARY_FILE
+    from simulations.dispatch import dispatch_by_destination
 
     _quiet_flower(verbose)
+    dispatch_by_destination()  # round time independent of the number of registered clients
 
     log.info(
         "%s %s clients (%s per round, %s rounds) -> %s",

@@ -6,7 +6,14 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
-from server.traffic import REPLY_POLL_FIRST, REPLY_POLL_INTERVAL, CountingGrid
+from flwr.superlink.grid.inmemory_grid import InMemoryGrid
+
+from server.traffic import (
+    IN_PROCESS_POLL_INTERVAL,
+    REPLY_POLL_FIRST,
+    REPLY_POLL_INTERVAL,
+    CountingGrid,
+)
 
 
 class _SlowGrid:
@@ -61,6 +68,30 @@ def test_waits_double_up_to_the_poll_interval(monkeypatch) -> None:  # type: ign
     replies = list(CountingGrid(_Late()).send_and_receive([_message()], timeout=None))
     assert len(replies) == 1
     assert waits == [0.005, 0.01, 0.02, 0.04, 0.08, 0.1, 0.1, 0.1, 0.1]
+
+
+def test_the_simulation_grid_is_polled_every_10_ms(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """In-process pulls are cheap: a late reply is noticed within 10 ms, not 100 ms."""
+    import server.traffic as traffic
+
+    waits: list[float] = []
+    monkeypatch.setattr(traffic.time, "sleep", waits.append)
+
+    class _LateInMemory(InMemoryGrid):  # Flower's simulation grid, without its state
+        def __init__(self) -> None:
+            self.pulls = 0
+
+        def push_messages(self, messages: Any) -> list[str]:
+            return ["m0"]
+
+        def pull_messages(self, ids: Any) -> list[Any]:
+            self.pulls += 1
+            return [_reply("m0")] if self.pulls == 6 else []
+
+    assert CountingGrid(_SlowGrid()).poll_cap == REPLY_POLL_INTERVAL  # type: ignore[arg-type]
+    replies = list(CountingGrid(_LateInMemory()).send_and_receive([_message()], timeout=None))
+    assert len(replies) == 1
+    assert waits == [0.005, 0.01, 0.01, 0.01, 0.01] and IN_PROCESS_POLL_INTERVAL == 0.01
 
 
 def test_timeout_returns_the_replies_so_far() -> None:
