@@ -17,10 +17,9 @@ Each regime runs with the recipe that works for it (``RUNS``):
 
 Accuracy on the held-out set after the last round, and each ÷ the centralised one (the
 mean of the last four federated rounds ÷ the same is reported beside it: 460 test rows
-give ±0.02). Runs
-go through the project's own ``simulate()`` with ``data.source`` a JSONL file. Needs the
-``fortunes`` package (/usr/share/games/fortunes): installed here with apt-get when run
-as root, otherwise the script stops and prints the command.
+give ±0.02). Runs go through the project's own ``simulate()`` with ``data.source`` a
+JSONL file. Needs the ``fortunes`` package (/usr/share/games/fortunes): installed here
+with apt-get when run as root, otherwise the script stops and prints the command.
 
     .venv/bin/python -m simulations.benchmarks.utility [--quick] [--out FILE]
 """
