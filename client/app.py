@@ -13,6 +13,7 @@ node's long-lived worker (client/worker.py), which keeps the model loaded across
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -23,68 +24,51 @@ from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM
 
 from client.audit import audit_mod
 from client.faults import name_failures_mod
-from client.secagg import secagg_when_requested
+from client.node_config import NODE_CONFIG_FILE_KEY, NUM_PARTITIONS_KEY, PARTITION_ID_KEY
+from client.secagg import secagg_guard
 from client.worker import WorkerAddress, WorkerClient
 from common import protocol
-from common.config import OUTPUT_DIR_KEY, RunConfig, from_run_config
+from common.config import RunConfig, from_run_config
+from common.errors import PrivatuneError
 from common.transport import unpack_mod
 
-PARTITION_ID_KEY = "partition-id"
-NUM_PARTITIONS_KEY = "num-partitions"
-NODE_CONFIG_FILE_KEY = "node-config-file"
-CLIENT_LEDGERS_DIR = "client_ledgers"  # in a simulation's output folder, one file per client
+log = logging.getLogger("privatune.client")
 
 
-def _simulated_ledgers(context: Context, ledger_dir: Path | None):  # type: ignore[no-untyped-def]
-    """A virtual client's ledger: a file under the run's output folder when one is known.
-
-    ``privatune simulate`` names the folder; under ``flwr run`` an absolute output-dir in
-    the run config does. Otherwise the ledger lives in the node's Flower Context, which
-    does not survive the process (such a run cannot be resumed with its ledgers).
-    A node with a policy file replaces this with its own ledger file.
-    """
-    from client.ledger_store import ContextLedgerStore, FileLedgerStore
-
-    partition = context.node_config.get(PARTITION_ID_KEY)
-    if ledger_dir is None:
-        named = Path(str(context.run_config.get(OUTPUT_DIR_KEY, "") or ""))
-        if named.is_absolute():
-            ledger_dir = named / CLIENT_LEDGERS_DIR
-    if partition is None or ledger_dir is None:
-        return ContextLedgerStore(context)
-    return FileLedgerStore(ledger_dir / f"{int(partition)}.json")
+class Refused(PrivatuneError):
+    """This node will not answer this request (its reason travels in the error reply)."""
 
 
 class PrivatuneClient(NumPyClient):
-    """Adapter-only client; its ledger lives in the Context (simulation) or a node file."""
+    """Adapter-only client; its ledger lives in the Context (simulation) or a node file.
+
+    On a node (a policy file in the node config) every privacy rule is the node's own:
+    the policy decides whether it trains, at which δ it accounts, whether the request
+    must have come through SecAgg+, whether it evaluates, and which rows it holds out.
+    """
 
     def __init__(
         self, config: RunConfig, context: Context, *, ledger_dir: Path | None = None
     ) -> None:
-        from client.ledger_store import FileLedgerStore, LedgerStore
-        from client.policy import apply_policy, load_policy, violations
+        from client.ledger_store import LedgerStore, client_store
+        from client.policy import NodePolicy, apply_policy, load_policy, split_seed, violations
         from client.runtime import get_client_data, get_runtime
 
         node_config = context.node_config
         self.refusal: str | None = None
         self.run = str(context.run_id)
         self.lifetime_budget: float | None = None
-        self.ledgers: LedgerStore = _simulated_ledgers(context, ledger_dir)
-        source = None
+        self.policy: NodePolicy | None = None
+        self.ledgers: LedgerStore = client_store(context, ledger_dir)
+        source = split = None
         if NODE_CONFIG_FILE_KEY in node_config:
-            policy = load_policy(str(node_config[NODE_CONFIG_FILE_KEY]))
-            problems = violations(policy, config)
-            if config.model.task == "sequence-classification" and not config.data.labels:
-                problems.append(
-                    "the run config must list data.labels: every node maps labels to the same "
-                    "ids, and a node sees only its own rows"
-                )
-            self.refusal = "; ".join(problems) if problems else None
-            config = apply_policy(policy, config)
-            self.ledgers = FileLedgerStore(policy.ledger_path)
-            self.lifetime_budget = policy.max_epsilon
-            source = policy.data_path
-            self.client_id = policy.name
+            self.policy = load_policy(str(node_config[NODE_CONFIG_FILE_KEY]))
+            config = apply_policy(self.policy, config)
+            self.lifetime_budget = self.policy.max_epsilon
+            source = self.policy.data_path
+            self.client_id = self.policy.name
+            fraction = self.policy.eval_fraction if self.policy.federated_evaluation else 0.0
+            split = (split_seed(self.policy), fraction)
         partition = node_config.get(PARTITION_ID_KEY)
         self.partition_id = int(partition) if partition is not None else None
         # HetLoRA: this client trains its own rank (the global adapter is truncated to it).
@@ -97,50 +81,69 @@ class PrivatuneClient(NumPyClient):
         self.config = config
         self.runtime = get_runtime(config)
         self.data = get_client_data(
-            config, self.runtime, partition_id=self.partition_id, source=source
+            config, self.runtime, partition_id=self.partition_id, source=source, split=split
         )
-        if source is not None:
+        self.delta = config.privacy.delta
+        if self.policy is not None:
             self.data = self.data.renamed(self.client_id)
+            self.delta = self.policy.delta_for(len(self.data.train))
+            problems = violations(self.policy, config, num_examples=len(self.data.train))
+            if config.model.task == "sequence-classification" and not config.data.labels:
+                problems.append(
+                    "the run config must list data.labels: every node maps labels to the same "
+                    "ids, and a node sees only its own rows"
+                )
+            self.refusal = "; ".join(problems) if problems else None
 
     def fit(self, parameters, config):  # type: ignore[no-untyped-def]
         from client.node import fit, privacy_metrics, refuse
         from client.privacy import new_ledger
-        from client.replay import fit_or_replay
+        from client.replay import ReplayRefused, fit_or_replay, question
+        from client.secagg import current_session
 
-        refusal = self.refusal or self._frozen_mismatch(config)
+        session = current_session()
+        refusal = self.refusal or self._frozen_mismatch(config) or self._not_secure(session)
         if refusal is not None:
+            if session is not None:  # nothing of this node may enter the secure sum
+                raise Refused(f"refused: {refusal}")
             reply = refuse(self.data, parameters, refusal)
             return reply.delta, reply.num_examples, reply.metrics
         settings = _round_settings(config)
-        # The server's run key outlives a server restart; Flower's run id does not.
-        run = str(config.get(protocol.RUN_KEY) or self.run)
+        asked = question(config, parameters, run_id=self.run)
         global_shapes = [p.shape for p in parameters]
         local = self._local(parameters)
         if not self.config.privacy.enabled:  # no ledger to open, nothing to compose
             reply = fit(
-                self.config, self.runtime, self.data, local, ledger=None, run=run, **settings
+                self.config, self.runtime, self.data, local, ledger=None, run=asked.run, **settings
             )
             delta, num_examples, metrics = reply.delta, reply.num_examples, reply.metrics
         else:
-            fresh = new_ledger(self.config, lifetime_budget=self.lifetime_budget)
+            fresh = new_ledger(self.config, lifetime_budget=self.lifetime_budget, delta=self.delta)
             with self.ledgers.session(fresh) as ledger:
-                delta, num_examples, metrics = fit_or_replay(
-                    self.ledgers.replies,
-                    ledger,
-                    run=run,
-                    server_round=int(settings["server_round"]),
-                    received=parameters,
-                    train=lambda: fit(
-                        self.config,
-                        self.runtime,
-                        self.data,
-                        local,
-                        ledger=ledger,
-                        run=run,
-                        **settings,
-                    ),
-                    privacy_metrics=privacy_metrics,
-                )
+                try:
+                    delta, num_examples, metrics = fit_or_replay(
+                        self.ledgers.replies,
+                        ledger,
+                        asked=asked,
+                        participants=None if session is None else session.participants,
+                        train=lambda: fit(
+                            self.config,
+                            self.runtime,
+                            self.data,
+                            local,
+                            ledger=ledger,
+                            run=asked.run,
+                            reply_key=asked.key,
+                            **settings,
+                        ),
+                        privacy_metrics=lambda led: privacy_metrics(led, run=asked.run),
+                    )
+                except ReplayRefused as exc:
+                    raise Refused(f"refused: {exc}") from None
+        if session is not None and metrics.get("refused"):
+            # A budget refusal inside a secure round: withdraw instead of sending zeros,
+            # which would make the sum the other nodes' alone.
+            raise Refused(f"refused: {metrics.get('refusal')}")
         if self.rank is not None:
             metrics["lora_rank"] = self.rank
             if protocol.SECAGG_CLIPPING_RANGE in config:  # SecAgg+ sums equal-length vectors
@@ -149,6 +152,15 @@ class PrivatuneClient(NumPyClient):
                 delta = pad(self.runtime.spec.names, delta, global_shapes)
                 del metrics["lora_rank"]
         return delta, num_examples, metrics
+
+    def _not_secure(self, session: object) -> str | None:
+        """A node that requires SecAgg+ trains only for requests that came through it."""
+        if self.policy is None or not self.policy.require_secure_aggregation or session:
+            return None
+        return (
+            "this node requires secure aggregation and this training request did not arrive "
+            "through the SecAgg+ protocol"
+        )
 
     def _local(self, parameters: list) -> list:
         """The global adapter as this client trains it (HetLoRA: truncated to its rank)."""
@@ -169,8 +181,19 @@ class PrivatuneClient(NumPyClient):
         )
 
     def evaluate(self, parameters, config):  # type: ignore[no-untyped-def]
+        """Federated evaluation, which a node answers only if its policy allows it."""
         from client.node import evaluate_adapter
 
+        if self.policy is not None:
+            why = self.refusal or (
+                None
+                if self.policy.federated_evaluation
+                else "this node does not answer federated evaluation (policy "
+                "federated-evaluation = false)"
+            )
+            if why is not None:
+                log.warning("client %s refuses to evaluate: %s", self.data.client_id, why)
+                return 0.0, 0, {"client_id": self.data.client_id, "refused": True, "refusal": why}
         return evaluate_adapter(self.config, self.runtime, self.data, self._local(parameters))
 
 
@@ -213,10 +236,10 @@ def make_client_app(
             return WorkerClient(run_config, context, worker).to_client()
         return PrivatuneClient(run_config, context, ledger_dir=ledger_dir).to_client()
 
-    return ClientApp(client_fn=client_fn, mods=client_mods(extra_mods))
+    return ClientApp(client_fn=client_fn, mods=client_mods(extra_mods, ledger_dir=ledger_dir))
 
 
-def client_mods(extra_mods: list | None = None) -> list:
+def client_mods(extra_mods: list | None = None, *, ledger_dir: Path | None = None) -> list:
     """The ClientApp's mods, outermost first.
 
     Packed arrays are restored before anyone reads them (common/transport.py); the audit
@@ -225,7 +248,8 @@ def client_mods(extra_mods: list | None = None) -> list:
     client; SecAgg+ wraps everything after it, so extra mods (tests inject faults) see
     the plain reply.
     """
-    return [unpack_mod, audit_mod, name_failures_mod, secagg_when_requested, *(extra_mods or [])]
+    guard = secagg_guard(ledger_dir)
+    return [unpack_mod, audit_mod, name_failures_mod, guard, *(extra_mods or [])]
 
 
 app = make_client_app()

@@ -4,10 +4,18 @@
 gradient hooks to the PEFT model itself instead of wrapping it, so the model object the
 process caches and reuses across rounds and virtual clients never changes type, and the
 hooks are removed after every round (see :func:`private_training`).
+
+The noise and the Poisson sampling masks are drawn from a generator seeded from the
+operating system's entropy (``secrets``), made afresh for every round and never stored
+or sent: the party the noise protects against (the coordinator, who chooses every seed
+in the run config) cannot predict it, so it cannot subtract it from a released update.
+Only ``DPSettings.noise_seed`` (the ``privacy.reproducible-noise`` research switch,
+which a deployed node refuses unless its own policy allows it) makes it deterministic.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,13 +29,25 @@ from common.errors import PrivatuneError
 from common.privacy.ledger import Entry
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DPSettings:
-    """What one client's DP-SGD round uses."""
+    """What one client's DP-SGD round uses.
+
+    ``noise_seed`` None (always, outside research runs) draws the noise and the Poisson
+    masks from OS entropy; an int makes them reproducible, and so not private against
+    whoever knows it.
+    """
 
     noise_multiplier: float
     max_grad_norm: float
     grad_sample_mode: str = "hooks"
+    noise_seed: int | None = None
+
+
+def noise_generator(settings: DPSettings) -> torch.Generator:
+    """The round's source of DP randomness: secret unless ``settings.noise_seed`` is set."""
+    seed = secrets.randbits(64) if settings.noise_seed is None else settings.noise_seed
+    return torch.Generator().manual_seed(seed)
 
 
 @dataclass
@@ -75,11 +95,15 @@ def _private_training(
     from opacus import PrivacyEngine
 
     engine = PrivacyEngine(accountant="rdp")
-    batches = DataLoader(dataset, batch_size=batch_size)
+    # Opacus's Poisson sampler draws from the loader's generator, its noise from
+    # noise_generator; without them both would come from torch's global generator.
+    generator = noise_generator(settings)
+    batches = DataLoader(dataset, batch_size=batch_size, generator=generator)
     hooks, dp_optimizer, loader = engine.make_private(
         module=model,
         optimizer=optimizer,
         data_loader=batches,
+        noise_generator=generator,
         noise_multiplier=settings.noise_multiplier,
         max_grad_norm=settings.max_grad_norm,
         poisson_sampling=True,

@@ -14,12 +14,10 @@ from flwr.app import Context, Error, Message
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.constant import ErrorCode
 
+from client.node_config import NODE_CONFIG_FILE_KEY, PARTITION_ID_KEY
 from common.protocol import failure_reason
 
 log = logging.getLogger("privatune.client")
-
-PARTITION_ID_KEY = "partition-id"
-NODE_CONFIG_FILE_KEY = "node-config-file"
 
 
 def client_name(ctxt: Context) -> str:

@@ -2,10 +2,14 @@
 
 ``fit`` receives the global adapter, trains locally (privately when configured) and
 returns only the adapter *delta* and named metrics; base weights and data never leave.
+Under DP the metrics are only what the privacy accounting covers or needs (ε, δ, σ, q,
+steps and this run's ledger entries); statistics of the private rows that DP does not
+cover (training loss, counts) go out only with ``privacy.share-training-metrics``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import zlib
 from collections.abc import Sequence
@@ -66,7 +70,11 @@ def preflight(config: RunConfig, runtime: Runtime, settings: DPSettings) -> None
     else:
         labels = input_ids.clone()
     probe = TensorDataset(input_ids, attention, labels)
-    noiseless = DPSettings(0.0, settings.max_grad_norm, settings.grad_sample_mode)
+    noiseless = DPSettings(
+        noise_multiplier=0.0,
+        max_grad_norm=settings.max_grad_norm,
+        grad_sample_mode=settings.grad_sample_mode,
+    )
     probe_config = config.training.model_copy(update={"batch_size": n})
     try:
         train_adapter(
@@ -102,52 +110,68 @@ def fit(
     clip_update_to: float | None = None,
     secagg_range: tuple[float, float] | None = None,
     run: str = "",
+    reply_key: str = "",
 ) -> FitReply:
     """One round of local training; refuses (zero delta, weight 0) if over budget.
 
     ``clip_update_to`` (central DP) clips the whole delta to that L2 norm before it leaves.
     ``secagg_range`` = (clipping range, max weight) of SecAgg+: the client counts the
-    values SecAgg+ would clip, so clipping is reported instead of silent.
+    values SecAgg+ would clip, so clipping is reported instead of silent. ``reply_key``
+    (client/replay.py) is stored with the round's ledger entries.
     """
     model = runtime.model
     set_adapter_arrays(model, global_arrays)
-    metrics: Metrics = {"client_id": data.client_id, "num_too_long": data.train.num_too_long}
     plan: RoundPlan | None = None
     if ledger is not None:
         decided = plan_round(config, ledger, len(data.train), run=run)
         if not isinstance(decided, RoundPlan):
             ledger.stopped_for_budget = True
-            reply = refuse(data, global_arrays, decided.reason)
-            reply.metrics.update(privacy_metrics(ledger))
+            reply = refuse(data, global_arrays, decided.reason, detail=decided.detail)
+            reply.metrics.update(privacy_metrics(ledger, run=run))
             return reply
         plan = decided
         preflight(config, runtime, plan.settings)
+    settings = plan.settings if plan else None
+    if settings is not None and config.privacy.reproducible_noise:
+        noise_seed = _seed(config, data.client_id, server_round)
+        settings = dataclasses.replace(settings, noise_seed=noise_seed)
     result = train_adapter(
         model,
         data.train.dataset,
         task=config.model.task,
         config=config.training,
-        dp=plan.settings if plan else None,
+        dp=settings,
         seed=_seed(config, data.client_id, server_round),
     )
+    metrics: Metrics = {"client_id": data.client_id, "steps": result.steps, "refused": False}
     if ledger is not None:
         for entry in result.privacy_entries:
-            ledger.record(entry, run=run, server_round=server_round)
-        metrics.update(privacy_metrics(ledger))
+            ledger.record(entry, run=run, server_round=server_round, key=reply_key)
+        metrics.update(privacy_metrics(ledger, run=run))
         assert plan is not None
         metrics.update(noise_multiplier=plan.entry[0], sample_rate=plan.entry[1])
     delta = subtract(get_adapter_arrays(model), global_arrays)
     if clip_update_to is not None:
         clip_inputs_inplace(delta, clip_update_to)
     weight = 1 if config.equal_weights else len(data.train)
+    statistics: Metrics = {
+        "train_loss": result.loss,
+        "num_too_long": data.train.num_too_long,
+        "empty_batches": result.empty_batches,
+    }
     if secagg_range is not None:
-        metrics["secagg_clipped_values"] = count_clipped(delta, weight, *secagg_range)
-    metrics.update(
-        train_loss=result.loss,
-        steps=result.steps,
-        empty_batches=result.empty_batches,
-        refused=False,
-    )
+        clipped = count_clipped(delta, weight, *secagg_range)
+        statistics["secagg_clipped_values"] = clipped
+        if clipped:
+            log.error(
+                "client %s: %s delta values exceed SecAgg+'s clipping range ±%g and will be "
+                "clipped (secure-aggregation.clipping-range)",
+                data.client_id,
+                clipped,
+                secagg_range[0],
+            )
+    if ledger is None or config.privacy.share_training_metrics:
+        metrics.update(statistics)
     return FitReply(delta, weight, metrics)
 
 
@@ -159,20 +183,28 @@ def count_clipped(
     return int(sum(int(np.count_nonzero(np.abs(a) * scale > clipping_range)) for a in delta))
 
 
-def refuse(data: ClientData, global_arrays: Sequence[np.ndarray], reason: str) -> FitReply:
-    """A refusal: zero delta with weight 0, so it is neutral even inside SecAgg+'s sum."""
-    log.warning("client %s refuses to train: %s", data.client_id, reason)
+def refuse(
+    data: ClientData, global_arrays: Sequence[np.ndarray], reason: str, *, detail: str = ""
+) -> FitReply:
+    """A refusal: zero delta with weight 0 (plain rounds; under SecAgg+ the client app
+    raises instead, so that a refusing node sends nothing into the sum at all)."""
+    log.warning("client %s refuses to train: %s", data.client_id, detail or reason)
     zeros = [np.zeros_like(a, dtype=np.float32) for a in global_arrays]
     metrics: Metrics = {"client_id": data.client_id, "refused": True, "refusal": reason}
     return FitReply(zeros, 0, metrics)
 
 
-def privacy_metrics(ledger: PrivacyLedger) -> Metrics:
-    eps = ledger.epsilon
+def privacy_metrics(ledger: PrivacyLedger, *, run: str) -> Metrics:
+    """What the server learns of this client's privacy: this run's part of the ledger.
+
+    A node's ledger spans every run it joined; other federations' entries and the node's
+    lifetime ε stay on the node (its budget refusals say only that it is reached).
+    """
+    mine = ledger.for_run(run)
     return {
-        "epsilon": float(eps),
-        "dp_delta": float(ledger.delta),
-        "privacy_history": ledger.to_json(),
+        "epsilon": float(mine.epsilon),
+        "dp_delta": float(mine.delta),
+        "privacy_history": mine.to_json(),
     }
 
 

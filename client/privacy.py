@@ -26,7 +26,10 @@ class RoundPlan:
 
 @dataclass(frozen=True)
 class Refusal:
+    """Why a round is refused: ``reason`` goes to the server, ``detail`` only to the log."""
+
     reason: str
+    detail: str = ""
 
 
 @lru_cache(maxsize=64)
@@ -44,10 +47,13 @@ def noise_multiplier(config: RunConfig, sample_rate: float) -> float:
     return _calibrated(privacy.target_epsilon, privacy.delta, sample_rate, max_steps)
 
 
-def new_ledger(config: RunConfig, *, lifetime_budget: float | None = None) -> PrivacyLedger:
-    """An empty ledger; its budget is the node's lifetime ε (in simulation: the run's)."""
+def new_ledger(
+    config: RunConfig, *, lifetime_budget: float | None = None, delta: float | None = None
+) -> PrivacyLedger:
+    """An empty ledger; its budget is the node's lifetime ε (in simulation: the run's) and
+    its δ the node's own (in simulation: the run's)."""
     budget = config.privacy.budget if lifetime_budget is None else lifetime_budget
-    return PrivacyLedger(delta=config.privacy.delta, budget=budget)
+    return PrivacyLedger(delta=config.privacy.delta if delta is None else delta, budget=budget)
 
 
 def plan_round(
@@ -76,10 +82,15 @@ def plan_round(
             )
     if not ledger.allows(entry):
         after = ledger.epsilon_if([entry])
-        return Refusal(
+        detail = (
             f"privacy budget: ε would reach {after:.3f} > budget {ledger.budget:.3f} "
             f"(spent {ledger.epsilon:.3f} so far)"
         )
+        if len(ledger.run_history(run)) < len(ledger.history):
+            # A node's lifetime ε spans other federations: the server learns only that
+            # the budget is reached, not how much the node spent elsewhere.
+            return Refusal("privacy budget: this node's lifetime ε budget is reached", detail)
+        return Refusal(detail, detail)
     settings = DPSettings(
         noise_multiplier=sigma,
         max_grad_norm=config.privacy.max_grad_norm,

@@ -36,7 +36,7 @@ class Runtime:
 
 _LOCK = threading.Lock()
 _RUNTIMES: dict[str, Runtime] = {}
-_DATA: dict[tuple[str, int | None, str | None], ClientData] = {}
+_DATA: dict[tuple[str, int | None, str | None, tuple[int, float] | None], ClientData] = {}
 
 
 def _model_key(config: RunConfig) -> str:
@@ -74,13 +74,19 @@ def get_runtime(config: RunConfig) -> Runtime:
 
 
 def get_client_data(
-    config: RunConfig, runtime: Runtime, *, partition_id: int | None, source: str | None = None
+    config: RunConfig,
+    runtime: Runtime,
+    *,
+    partition_id: int | None,
+    source: str | None = None,
+    split: tuple[int, float] | None = None,
 ) -> ClientData:
-    """This client's tokenised data, cached per process."""
-    key = (config.model_dump_json(), partition_id, source)
+    """This client's tokenised data, cached per process (``split``: the node's own
+    held-out split, (seed, fraction); common/data/pipeline.py)."""
+    key = (config.model_dump_json(), partition_id, source, split)
     with _LOCK:
         if key not in _DATA:
             _DATA[key] = client_data(
-                config, runtime.tokenizer, partition_id=partition_id, source=source
+                config, runtime.tokenizer, partition_id=partition_id, source=source, split=split
             )
         return _DATA[key]

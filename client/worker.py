@@ -91,10 +91,17 @@ class WorkerAddress:
 
 
 def handle(kind: str, request: dict[str, Any]) -> Any:
-    """Run one ``fit``/``evaluate`` exactly as an in-process client would."""
+    """Run one ``fit``/``evaluate`` exactly as an in-process client would.
+
+    The SecAgg+ session the request came through travels from the ClientApp process
+    (whose guard saw the protocol, client/secagg.py) and is restored here, so the worker
+    knows what the in-process client would: whether the request was secure, and among
+    which nodes.
+    """
     from flwr.app import RecordDict
 
     from client.app import PrivatuneClient
+    from client.secagg import SecureSession, secure_session
 
     context = Context(
         run_id=request["run_id"],
@@ -105,7 +112,9 @@ def handle(kind: str, request: dict[str, Any]) -> Any:
     )
     client = PrivatuneClient(request["config"], context)
     method = {"fit": client.fit, "evaluate": client.evaluate}[kind]
-    return method(request["parameters"], request["fit_config"])
+    wire = request.get("secure_session")
+    with secure_session(None if wire is None else SecureSession.from_wire(wire)):
+        return method(request["parameters"], request["fit_config"])
 
 
 def serve(address: WorkerAddress, *, max_requests: int | None = None) -> None:
@@ -169,7 +178,15 @@ class WorkerClient(NumPyClient):
         }
 
     def _call(self, kind: str, parameters: list, fit_config: dict) -> Any:
-        request = {**self.request, "parameters": parameters, "fit_config": dict(fit_config)}
+        from client.secagg import current_session
+
+        session = current_session()
+        request = {
+            **self.request,
+            "parameters": parameters,
+            "fit_config": dict(fit_config),
+            "secure_session": None if session is None else session.to_wire(),
+        }
         try:
             conn = Client(str(self.address.socket), family="AF_UNIX", authkey=self.address.key())
         except (FileNotFoundError, ConnectionRefusedError):

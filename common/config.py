@@ -286,7 +286,9 @@ class FederationConfig(_Section):
         3, description="Clients sampled for training each round."
     )
     min_clients: PositiveInt = Field(
-        2, description="A round needs at least this many successful updates."
+        2,
+        description="A round needs at least this many successful updates (not under "
+        "central-dp, whose rounds are never voided: its mean has a fixed denominator).",
     )
     rounds: PositiveInt = 5
     strategy: str = Field("fedavg", description="Aggregation strategy, by registry name.")
@@ -375,6 +377,23 @@ class PrivacyConfig(_Section):
         description="Opacus per-sample gradient mode. Only hooks: measured on this CPU, "
         "ghost clipping costs a second backward pass (1.4-2.9x slower for LoRA).",
     )
+    reproducible_noise: bool = Field(
+        False,
+        description="Research only: draw each client's DP noise and Poisson sampling from "
+        "training.seed, the client and the round instead of OS entropy, so that a run "
+        "repeats exactly. Whoever knows the seed (the coordinator chooses it) can then "
+        "recompute the noise and subtract it: such a run is NOT private, and the report "
+        "and summary.json say so. Deployed nodes refuse it unless their policy sets "
+        "allow-reproducible-noise.",
+    )
+    share_training_metrics: bool = Field(
+        False,
+        description="Under DP, clients also send their mean training loss and their "
+        "counts of too-long rows, empty Poisson batches and values SecAgg+ would clip. "
+        "Those come from the private rows without noise, so ε does not cover them: off "
+        "by default (the report then shows no training loss). Deployed nodes send them "
+        "only if their policy sets share-training-metrics too.",
+    )
 
     @model_validator(mode="after")
     def _one_noise_source(self) -> PrivacyConfig:
@@ -400,8 +419,11 @@ class CentralDPConfig(_Section):
     """Central (user-level) DP: each client's whole update is clipped, the server adds noise.
 
     Protects a client's entire contribution (not only single examples) from whoever sees
-    the aggregate. Uses Flower's ``DifferentialPrivacyClientSideFixedClipping`` wrapper;
-    updates are averaged with equal weights, as its noise calibration assumes.
+    the global adapters, but NOT from the server, which sees the un-noised updates (use
+    DP-SGD, [privacy], against the server). Clients are Poisson-sampled (each connected
+    node with probability clients-per-round / nodes) and the released mean divides the
+    sum of clipped updates plus N(0, (σC)²) by clients-per-round, whatever arrived: a
+    missing update counts as zero (server/central_dp.py).
     """
 
     enabled: bool = False
@@ -409,6 +431,9 @@ class CentralDPConfig(_Section):
     clipping_norm: PositiveFloat = Field(
         0.5, description="Each client clips its adapter delta to this L2 norm."
     )
+
+
+SECAGG_MODULUS = 2**32  # Flower's SecAgg+ modulus_range: masked sums are taken mod this
 
 
 class SecureAggregationConfig(_Section):
@@ -426,12 +451,15 @@ class SecureAggregationConfig(_Section):
         0.66,
         gt=0.0,
         description="Shares needed to unmask a client (≤ 1: fraction of num-shares). Higher "
-        "is more private, lower tolerates more dropouts.",
+        "is more private, lower tolerates more dropouts. Must be a majority (> 0.5, or a "
+        "count above half the shares): nodes refuse sessions whose threshold two disjoint "
+        "groups of their peers could each reach.",
     )
     fixed_weight: bool = Field(
         False,
-        description="Every client reports weight 1 instead of its example count, so example "
-        "counts never travel in the clear (updates are then averaged with equal weights).",
+        description="Every client reports weight 1 instead of its example count (updates "
+        "are then averaged with equal weights). Under DP a client's sampling rate, in its "
+        "privacy history, still shows its row count to within one batch.",
     )
     max_weight: PositiveFloat | None = Field(
         None,
@@ -503,15 +531,45 @@ class RunConfig(_Section):
             )
         problems.extend(self._adapter_problems())
         problems.extend(_data_checks(self))
-        opt = self.server_optimizer
-        if self.central_dp.enabled and (opt.name != "fedavg" or opt.lr not in (None, 1.0)):
-            problems.append(
-                "central-dp adds its noise after the server update, calibrated for a plain "
-                "mean: use server-optimizer.name = fedavg with lr 1, or turn central-dp off"
-            )
+        problems.extend(self._secure_aggregation_problems())
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _secure_aggregation_problems(self) -> list[str]:
+        """SecAgg+ settings that would break its sums or its privacy, and what clashes."""
+        sa, problems = self.secure_aggregation, []
+        if not sa.enabled:
+            return problems
+        if self.central_dp.enabled:
+            problems.append(
+                "central-dp and secure-aggregation cannot be combined: central DP's "
+                "accounting needs each client's participation to leave the others' updates "
+                "in the sum, but under SecAgg+ nodes withhold their updates when too few "
+                "peers remain; turn one off (DP-SGD, [privacy], protects against the server)"
+            )
+        clients = self.federation.clients_per_round
+        if clients * 2**sa.quantization_bits >= SECAGG_MODULUS:
+            most = (SECAGG_MODULUS - 1) // 2**sa.quantization_bits
+            problems.append(
+                f"secure-aggregation.quantization-bits = {sa.quantization_bits}: the sum of "
+                f"{clients} clients' quantised values can reach {clients} × 2^"
+                f"{sa.quantization_bits}, which wraps around SecAgg+'s modulus 2^32; lower "
+                f"quantization-bits or keep federation.clients-per-round ≤ {most}"
+            )
+        threshold, shares = sa.reconstruction_threshold, sa.num_shares
+        if threshold <= 1 and threshold <= 0.5:
+            problems.append(
+                f"secure-aggregation.reconstruction-threshold = {threshold:g}: must be a "
+                "majority of the shares (> 0.5), so two disjoint groups of peers can never "
+                "each unmask a node; nodes refuse sessions below it"
+            )
+        elif threshold > 1 and shares > 1 and threshold <= shares / 2:
+            problems.append(
+                f"secure-aggregation.reconstruction-threshold = {threshold:g} is not above "
+                f"half of num-shares = {shares:g}; raise it"
+            )
+        return problems
 
     def _adapter_problems(self) -> list[str]:
         """Combinations of peft.method, lora.variant, lora.ranks and the strategy that clash."""

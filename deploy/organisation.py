@@ -21,12 +21,11 @@ from pathlib import Path
 import tomli_w
 
 from client.audit import AUDIT_PATH_KEY
+from client.node_config import NODE_CONFIG_FILE_KEY
 from client.policy import NodePolicy, load_policy
 from client.worker import WorkerAddress
 from common.errors import PrivatuneError
 from deploy.keys import shared_secret
-
-NODE_CONFIG_FILE_KEY = "node-config-file"
 
 
 def check_files(ca: Path, key: Path) -> None:
@@ -48,7 +47,7 @@ def supernode_command(
     Path(policy.state_dir).mkdir(parents=True, exist_ok=True)
     # Client processes may run from another directory: hand them absolute paths only.
     frozen = Path(policy.state_dir) / "node.resolved.toml"
-    frozen.write_text(tomli_w.dumps(policy.model_dump(by_alias=True)))
+    frozen.write_text(tomli_w.dumps(policy.model_dump(by_alias=True, exclude_none=True)))
     pairs = f'{NODE_CONFIG_FILE_KEY}="{frozen}" {AUDIT_PATH_KEY}="{policy.audit_path}"'
     if policy.warm_worker:
         pairs += " " + worker_address(policy).node_config_pairs()

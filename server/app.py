@@ -21,7 +21,8 @@ from common import protocol
 from common.adapters import frozen_fingerprint
 from common.config import OUTPUT_DIR_KEY, RESUME_KEY, RunConfig, from_run_config
 from common.data.pipeline import largest_train_split
-from server import central_dp, exchange, secagg
+from server import exchange, secagg
+from server.central_dp import CentralDP
 from server.checkpoint import Checkpoint, restore_rng, rng_state, save_checkpoint
 from server.model import ServerModel
 from server.outputs import RunOutputs
@@ -45,6 +46,11 @@ def run_server(
     """
     started = time.monotonic()
     secagg.check_compatible(config)
+    if config.privacy.enabled and config.privacy.reproducible_noise:
+        log.warning(
+            "privacy.reproducible-noise is on: the clients' DP noise follows training.seed, "
+            "so whoever knows the seed can remove it; this run is NOT private"
+        )
     outputs = RunOutputs(output_dir)
     checkpoint: Checkpoint | None = None
     history: list[dict[str, Any]] = []
@@ -54,8 +60,9 @@ def run_server(
         log.info("resuming %s after round %s", output_dir, checkpoint.round)
     else:
         outputs.write_config(config.to_toml())
-        random.seed(config.training.seed)  # Flower samples clients with `random`
-        np.random.seed(config.training.seed)  # and draws central-DP noise with numpy
+        # Flower samples clients with `random` (not a privacy choice: central DP samples
+        # and draws its noise from its own secret generator, server/central_dp.py).
+        random.seed(config.training.seed)
     run_key = checkpoint.run_key if checkpoint else uuid.uuid4().hex
     settings = (
         secagg.calibrate(config, largest_client=largest_train_split(config))
@@ -88,6 +95,7 @@ def run_server(
             **_extra_fit_config(config, settings, server_model),
         },
         server_optimizer=server_optimizer,
+        central_dp=CentralDP.from_config(config),
     )
     # Under SecAgg+ replies arrive with narrowed masked vectors, widened after counting.
     counting = secagg.WideningGrid(grid) if settings is not None else CountingGrid(grid)
@@ -95,7 +103,7 @@ def run_server(
     book.latest = initial
     book.history = history
     if checkpoint is not None:
-        book.noisy_rounds = checkpoint.noisy_rounds
+        book.central_entries = list(checkpoint.central_entries)
         book.ledgers.update(checkpoint.ledgers.get("clients", {}))
         if book.ledgers.ledgers:
             outputs.write_ledger(book.ledgers.to_dict())
@@ -113,7 +121,7 @@ def run_server(
                 server_optimizer=server_optimizer.state_dict(),
                 rng=rng_state(),
                 ledgers=book.ledgers.to_dict(),
-                noisy_rounds=book.noisy_rounds,
+                central_entries=list(book.central_entries),
                 stopped=decision is Next.END,
             )
             save_checkpoint(outputs.dir, checkpoint)
@@ -131,7 +139,7 @@ def run_server(
             counting,
             legacy_context(
                 context,
-                strategy=central_dp.wrap(strategy, config),
+                strategy=strategy,
                 num_rounds=fed.rounds,
                 round_timeout=fed.round_timeout,
             ),
@@ -213,6 +221,10 @@ def summarise(history: list[dict[str, Any]], config: RunConfig, seconds: float) 
         summary["lora_client_ranks"] = list(config.lora.ranks)
     if config.privacy.enabled:
         summary["epsilon_max"] = last.get("epsilon_max")
+        # What the ε above does not cover, said where nobody can miss it.
+        summary["private"] = not config.privacy.reproducible_noise
+        summary["reproducible_noise"] = config.privacy.reproducible_noise
+        summary["training_metrics_shared"] = config.privacy.share_training_metrics
     if config.central_dp.enabled:
         summary["central_epsilon"] = last.get("central_epsilon")
     if config.privacy.enabled or config.central_dp.enabled:

@@ -33,10 +33,11 @@ from typing import Any
 import numpy as np
 
 from common.errors import PrivatuneError
+from common.privacy.ledger import Entry
 from server.outputs import write_json_atomic
 
 CHECKPOINT_FILE = "checkpoint.json"
-FORMAT = "privatune-checkpoint/1"
+FORMAT = "privatune-checkpoint/2"  # 2: central DP as entries, no numpy state
 
 
 def encode_array(array: np.ndarray) -> str:
@@ -51,35 +52,16 @@ def decode_array(text: str) -> np.ndarray:
 
 
 def rng_state() -> dict[str, Any]:
-    """The generators the server draws from: ``random`` (Flower samples clients with it)
-    and numpy's global one (Flower's central-DP wrapper draws its noise from it)."""
+    """The generator the server draws from for things that are not privacy: ``random``
+    (Flower samples clients and orders SecAgg+ neighbours with it). Central DP's noise
+    and sampling come from a secret generator that is never saved (server/central_dp.py)."""
     version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
-        "python": [version, list(internal), gauss],
-        "numpy": {
-            "kind": kind,
-            "keys": [int(k) for k in keys],
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        },
-    }
+    return {"python": [version, list(internal), gauss]}
 
 
 def restore_rng(state: dict[str, Any]) -> None:
     version, internal, gauss = state["python"]
     random.setstate((int(version), tuple(int(x) for x in internal), gauss))
-    saved = state["numpy"]
-    np.random.set_state(
-        (
-            str(saved["kind"]),
-            np.asarray(saved["keys"], dtype=np.uint32),
-            int(saved["pos"]),
-            int(saved["has_gauss"]),
-            float(saved["cached_gaussian"]),
-        )
-    )
 
 
 @dataclass
@@ -92,7 +74,8 @@ class Checkpoint:
     server_optimizer: dict[str, Any]
     rng: dict[str, Any]
     ledgers: dict[str, Any] = field(default_factory=dict)  # LedgerBook.to_dict()
-    noisy_rounds: int = 0  # central-DP aggregations so far (its ε composes over them)
+    # Central DP's releases so far, one (σ, q, 1) each: its ε composes over them.
+    central_entries: list[Entry] = field(default_factory=list)
     stopped: bool = False  # the run ended early at this round (every client refused)
     finished: bool = False  # the final adapter and summary.json are written
 
@@ -105,7 +88,7 @@ class Checkpoint:
             "server_optimizer": self.server_optimizer,
             "rng": self.rng,
             "ledgers": self.ledgers,
-            "noisy_rounds": self.noisy_rounds,
+            "central_entries": [list(e) for e in self.central_entries],
             "stopped": self.stopped,
             "finished": self.finished,
         }
@@ -119,7 +102,9 @@ class Checkpoint:
             server_optimizer=dict(data["server_optimizer"]),
             rng=dict(data["rng"]),
             ledgers=dict(data.get("ledgers") or {}),
-            noisy_rounds=int(data.get("noisy_rounds", 0)),
+            central_entries=[
+                (float(s), float(q), int(n)) for s, q, n in data.get("central_entries", [])
+            ],
             stopped=bool(data.get("stopped", False)),
             finished=bool(data.get("finished", False)),
         )

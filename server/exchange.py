@@ -152,12 +152,14 @@ def fit_step(*, timeout: float | None, sink: FaultSink) -> Stage:
         instructions = context.strategy.configure_fit(
             server_round=server_round, parameters=parameters, client_manager=context.client_manager
         )
-        if not instructions:
-            return
-        results, failures, faults = exchange(
-            grid, instructions, server_round=server_round, stage="fit", timeout=timeout, sink=sink
-        )
-        sink.add_faults(server_round, faults)
+        results: list[tuple[ClientProxy, Any]] = []
+        failures: list[BaseException] = []
+        if instructions:  # none: only central DP's Poisson sampling, whose round still releases
+            results, failures, faults = exchange(
+                grid, instructions, server_round=server_round, stage="fit", timeout=timeout,
+                sink=sink,
+            )  # fmt: skip
+            sink.add_faults(server_round, faults)
         aggregated, _ = context.strategy.aggregate_fit(server_round, results, failures)
         if aggregated is not None:
             context.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(

@@ -18,6 +18,7 @@ import numpy as np
 
 from common.config import RunConfig
 from common.errors import PrivatuneError
+from common.privacy.ledger import Entry
 from server.central_dp import central_epsilon
 from server.ledgers import LedgerBook
 from server.outputs import RunOutputs
@@ -81,7 +82,7 @@ class RoundBook:
     ledgers: LedgerBook = field(init=False)
     history: list[dict[str, Any]] = field(default_factory=list)
     latest: list[np.ndarray] = field(default_factory=list)
-    noisy_rounds: int = 0
+    central_entries: list[Entry] = field(default_factory=list)  # central DP's releases
     retries: dict[int, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -124,9 +125,12 @@ class RoundBook:
         if self.config.privacy.enabled:
             record["epsilon_max"] = self.ledgers.epsilon_max()
         if self.config.central_dp.enabled:
-            if "num_clients" in record and not record.get("failed"):
-                self.noisy_rounds += 1
-            record["central_epsilon"] = central_epsilon(self.config, self.noisy_rounds)
+            q = record.get("central_dp_sample_rate")
+            if q is not None and not record.get("failed"):  # this round released
+                self.central_entries.append((self.config.central_dp.noise_multiplier, q, 1))
+            record["central_epsilon"] = central_epsilon(
+                self.central_entries, self.config.privacy.delta
+            )
 
     def _secure_aggregation(self, record: dict[str, Any], weights: list[float]) -> None:
         if self.secagg is None:

@@ -42,8 +42,6 @@ class SecAggSettings:
 
 def delta_bound(config: RunConfig) -> float | None:
     """An upper bound on any single value of a client's delta, when the config implies one."""
-    if config.central_dp.enabled:
-        return config.central_dp.clipping_norm  # L∞ ≤ L2 ≤ clipping norm
     training = config.training
     if training.optimizer == "adam":
         return ADAM_STEP_BOUND * training.lr * training.local_steps

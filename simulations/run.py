@@ -20,7 +20,7 @@ log = logging.getLogger("privatune")
 
 def check_output_dir(output_dir: Path, *, overwrite: bool) -> None:
     """Never silently mix two runs in one folder (clients' ledgers included)."""
-    from client.app import CLIENT_LEDGERS_DIR
+    from client.ledger_store import CLIENT_LEDGERS_DIR
     from server.checkpoint import CHECKPOINT_FILE
 
     for name in (METRICS_FILE, CHECKPOINT_FILE, CLIENT_LEDGERS_DIR):
@@ -116,7 +116,8 @@ def simulate(
 
     from flwr.simulation import run_simulation
 
-    from client.app import CLIENT_LEDGERS_DIR, make_client_app
+    from client.app import make_client_app
+    from client.ledger_store import CLIENT_LEDGERS_DIR
     from server.app import make_server_app
     from server.outputs import SUMMARY_FILE
     from simulations.dispatch import dispatch_by_destination

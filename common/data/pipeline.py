@@ -206,9 +206,19 @@ def partition_for(config: RunConfig, records: list[Record], examples: list) -> l
 
 
 def client_data(
-    config: RunConfig, tokenizer: Any, *, partition_id: int | None, source: str | None = None
+    config: RunConfig,
+    tokenizer: Any,
+    *,
+    partition_id: int | None,
+    source: str | None = None,
+    split: tuple[int, float] | None = None,
 ) -> ClientData:
-    """One client's rows: its partition in simulation, or its own file on a node."""
+    """One client's rows: its partition in simulation, or its own file on a node.
+
+    The held-out split is drawn from ``training.seed`` and ``data.client-eval-fraction``,
+    unless ``split`` = (seed, fraction) is given: a node's own, which the coordinator
+    cannot move (client/policy.py).
+    """
     records, examples = parsed_source(config, source, tokenizer)
     locations = [r.where for r in records]
     if partition_id is not None:
@@ -219,7 +229,10 @@ def client_data(
     else:
         client_id = "local"
     seed = config.training.seed + (partition_id or 0)
-    train_idx, eval_idx = _split_eval(len(examples), config.data.client_eval_fraction, seed)
+    fraction = config.data.client_eval_fraction
+    if split is not None:
+        seed, fraction = split
+    train_idx, eval_idx = _split_eval(len(examples), fraction, seed)
     where = source or config.data.source
 
     def part(idx: list[int]) -> Encoded:

@@ -64,9 +64,12 @@ class PrivacyLedger:
     history: list[Entry] = field(default_factory=list)
     stopped_for_budget: bool = False
     runs: list[str] = field(default_factory=list)  # the run each history entry belongs to
-    # The server round of each entry (0: unknown). With ``runs`` it identifies a round, so
-    # a round replayed after a server restart is recognised instead of counted twice.
+    # The server round of each entry (0: unknown).
     rounds: list[int] = field(default_factory=list)
+    # The reply each entry paid for (client/replay.py's key of the question it answered;
+    # "": unknown). A question asked again is answered from the reply cache only if its
+    # key is here, and a cached reply whose key is missing is charged before it is sent.
+    keys: list[str] = field(default_factory=list)
 
     @property
     def epsilon(self) -> float:
@@ -84,31 +87,51 @@ class PrivacyLedger:
         """Whether running ``entry`` keeps ε within the budget."""
         return self.budget is None or self.epsilon_if([entry]) <= self.budget
 
-    def record(self, entry: Entry, *, run: str = "", server_round: int = 0) -> None:
+    def record(self, entry: Entry, *, run: str = "", server_round: int = 0, key: str = "") -> None:
         sigma, q, steps = entry
         self.runs = self._run_ids()
         self.rounds = self._round_ids()
+        self.keys = self._keys()
         self.history.append((float(sigma), float(q), int(steps)))
         self.runs.append(run)
         self.rounds.append(int(server_round))
+        self.keys.append(key)
 
-    def round_entries(self, run: str, server_round: int) -> list[Entry]:
-        """The entries one round of one run added (empty: that round never ran here)."""
-        return [
-            e
-            for e, r, n in zip(self.history, self._run_ids(), self._round_ids(), strict=True)
-            if r == run and n == server_round and server_round > 0
-        ]
+    def key_entries(self, key: str) -> list[Entry]:
+        """The entries charged for the reply ``key`` (empty: that reply was never charged)."""
+        if not key:
+            return []
+        return [e for e, k in zip(self.history, self._keys(), strict=True) if k == key]
 
     def run_history(self, run: str) -> list[Entry]:
         """The entries one run added (a node's ledger holds every run it joined)."""
         return [e for e, r in zip(self.history, self._run_ids(), strict=True) if r == run]
+
+    def for_run(self, run: str) -> PrivacyLedger:
+        """The part of this ledger one run added: what a node tells that run's server.
+
+        A node's ledger spans every federation it ever joined; the server of one run
+        learns only that run's entries (never other runs' keys or the lifetime ε).
+        """
+        ids = self._run_ids()
+        rows = [i for i, r in enumerate(ids) if r == run]
+        return PrivacyLedger(
+            delta=self.delta,
+            budget=None,
+            history=[self.history[i] for i in rows],
+            stopped_for_budget=self.stopped_for_budget,
+            runs=[run] * len(rows),
+            rounds=[self._round_ids()[i] for i in rows],
+        )
 
     def _run_ids(self) -> list[str]:
         return self.runs + [""] * (len(self.history) - len(self.runs))
 
     def _round_ids(self) -> list[int]:
         return self.rounds + [0] * (len(self.history) - len(self.rounds))
+
+    def _keys(self) -> list[str]:
+        return self.keys + [""] * (len(self.history) - len(self.keys))
 
     # ---------------------------------------------------------------- storage
 
@@ -123,6 +146,7 @@ class PrivacyLedger:
             "stopped_for_budget": self.stopped_for_budget,
             "runs": self._run_ids(),
             "rounds": self._round_ids(),
+            "keys": self._keys(),
         }
 
     def to_json(self) -> str:
@@ -137,6 +161,7 @@ class PrivacyLedger:
             stopped_for_budget=bool(data.get("stopped_for_budget", False)),
             runs=[str(r) for r in data.get("runs", [])],
             rounds=[int(n) for n in data.get("rounds", [])],
+            keys=[str(k) for k in data.get("keys", [])],
         )
 
     @classmethod

@@ -7,7 +7,8 @@ Clients send ``trained - received``; the server validates every update (names, s
 finite values), averages the valid ones weighted by ``num_examples`` and adds the mean
 to the global adapter. Refusals (a client at its privacy budget) carry weight 0 and are
 recorded, not averaged. Under SecAgg+ the workflow hands this strategy one already
-summed result, and the same code applies it.
+summed result, and the same code applies it. With central DP (server/central_dp.py)
+clients are Poisson-sampled and the mean is its noisy fixed-denominator sum instead.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 from flwr.common import (
+    FitIns,
     FitRes,
     Parameters,
     Scalar,
@@ -33,6 +35,7 @@ from common.adapters import AdapterSpec, check_arrays
 from common.errors import PrivatuneError, UpdateRejected
 from common.privacy.ledger import PrivacyLedger
 from common.text_metrics import GenerationScores
+from server.central_dp import CentralDP
 from server.exchange import Fault
 from server.strategy.server_opt import FedAvgOpt, ServerOptimizer
 
@@ -96,8 +99,11 @@ class DeltaFedAvg(FedAvg):
         wait_for_clients: float = 300.0,
         extra_fit_config: dict[str, Scalar] | None = None,
         server_optimizer: ServerOptimizer | None = None,
+        central_dp: CentralDP | None = None,
     ) -> None:
         fit_config: dict[str, Scalar] = dict(extra_fit_config or {})
+        if central_dp is not None:
+            fit_config.update(central_dp.fit_config())
         super().__init__(
             fraction_fit=0.0,
             fraction_evaluate=1e-9 if evaluate_clients else 0.0,
@@ -118,6 +124,7 @@ class DeltaFedAvg(FedAvg):
         self.fixed_weight = fixed_weight
         self.wait_for_clients = wait_for_clients
         self.server_optimizer = server_optimizer or FedAvgOpt()
+        self.central_dp = central_dp
         self.records: dict[int, RoundRecord] = {}
         self.names: dict[int, str] = {}  # node id -> the client id it reported
 
@@ -150,10 +157,18 @@ class DeltaFedAvg(FedAvg):
                 "nodes, or lower federation.clients-per-round (or raise "
                 "federation.wait-for-clients)"
             )
-        # The workflow's parameters are authoritative (a DP wrapper may have added noise).
+        # The workflow's parameters are authoritative.
         self.global_arrays = parameters_to_ndarrays(parameters)
-        instructions = super().configure_fit(server_round, parameters, client_manager)
         record = self.record(server_round)
+        if self.central_dp is None:
+            instructions = super().configure_fit(server_round, parameters, client_manager)
+        else:
+            population = [client_manager.all()[cid] for cid in sorted(client_manager.all())]
+            chosen, q = self.central_dp.sample(population)
+            assert self.on_fit_config_fn is not None
+            fit_ins = FitIns(parameters, self.on_fit_config_fn(server_round))
+            instructions = [(client, fit_ins) for client in chosen]
+            record.update(central_dp_sample_rate=q, population=len(population))
         record["num_sampled"] = len(instructions)
         record["downlink_bytes"] = parameters_nbytes(parameters) * len(instructions)
         return instructions
@@ -179,7 +194,7 @@ class DeltaFedAvg(FedAvg):
             num_failures=len(failures) + len(rejected),
         )
         self._record_client_metrics(record, results)
-        if len(accepted) < self.min_clients:
+        if self.central_dp is None and len(accepted) < self.min_clients:
             record["failed"] = True
             record["error"] = (
                 f"only {len(accepted)} usable updates, federation.min-clients is {self.min_clients}"
@@ -190,7 +205,11 @@ class DeltaFedAvg(FedAvg):
             return None, {}
         weights = [1.0 if self.fixed_weight else float(n) for _, n, _ in accepted]
         record["weights"] = [float(n) for _, n, _ in accepted]
-        mean_delta = weighted_mean([d for d, _, _ in accepted], weights)
+        if self.central_dp is not None:  # every round releases, whatever arrived
+            shapes = [a.shape for a in self.global_arrays]
+            mean_delta = self.central_dp.noisy_mean([d for d, _, _ in accepted], shapes)
+        else:
+            mean_delta = weighted_mean([d for d, _, _ in accepted], weights)
         self.global_arrays = self.server_optimizer.step(self.global_arrays, mean_delta)
         losses = [(m.get("train_loss"), n) for _, n, m in accepted]
         usable = [(float(v), n) for v, n in losses if isinstance(v, int | float) and np.isfinite(v)]

@@ -29,6 +29,7 @@ class Headline:
     strategy: str | None = None
     peft_method: str | None = None
     generation: GenerationHeadline | None = None
+    privacy_caveats: tuple[str, ...] = ()  # what the ε above does not cover
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,23 @@ def run_peft_method(data: RunData) -> str | None:
     return method
 
 
+def privacy_caveats(data: RunData) -> tuple[str, ...]:
+    """What summary.json says the run released outside its ε (SECURITY.md)."""
+    summary = data.summary if isinstance(data.summary, Mapping) else {}
+    caveats = []
+    if summary.get("reproducible_noise") is True:
+        caveats.append(
+            "NOT PRIVATE: the DP noise followed training.seed (privacy.reproducible-noise), "
+            "so whoever knows the seed can remove it"
+        )
+    if summary.get("training_metrics_shared") is True:
+        caveats.append(
+            "clients sent training loss and row counts outside DP "
+            "(privacy.share-training-metrics): ε does not cover them"
+        )
+    return tuple(caveats)
+
+
 def failed_rounds(data: RunData) -> list[int]:
     return [r["round"] for r in data.rounds if r.get("failed") is True]
 
@@ -192,4 +210,5 @@ def compute_headline(data: RunData) -> Headline:
         strategy=run_strategy(data),
         peft_method=run_peft_method(data),
         generation=generation_headline(rounds),
+        privacy_caveats=privacy_caveats(data),
     )

@@ -176,7 +176,8 @@ def _privacy_item(h: Headline) -> tuple[str, str]:
         return ("Differential privacy", "off (no ε recorded)")
     eps = "not recorded" if h.epsilon_max is None else fmt_float(h.epsilon_max, ".3f")
     delta = "" if h.delta is None else f", δ = {h.delta:g}"
-    return ("Final ε max", _esc(f"{eps}{delta}"))
+    caveats = "".join(f"<br><span class='bad'>{_esc(c)}</span>" for c in h.privacy_caveats)
+    return ("Final ε max", _esc(f"{eps}{delta}") + caveats)
 
 
 def _failed_item(h: Headline) -> tuple[str, str]:

@@ -117,7 +117,7 @@ def test_fedprox_pulls_the_adapter_towards_the_global_one(tiny_bert: Path, priva
             data.train.dataset,
             task="sequence-classification",
             config=config.training,
-            dp=DPSettings(0.5, 1.0) if private else None,
+            dp=DPSettings(noise_multiplier=0.5, max_grad_norm=1.0) if private else None,
             seed=1,
             steps=8,
         )

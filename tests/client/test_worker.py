@@ -11,26 +11,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tomli_w
-from flwr.app import Context, RecordDict
+from flwr.app import Context
 
-from client.app import NODE_CONFIG_FILE_KEY, PrivatuneClient
+from client.app import PrivatuneClient
 from client.worker import WorkerAddress, WorkerClient, serve, wait_ready
 from common.adapters import get_adapter_arrays
 from common.config import RunConfig, load_config
+from tests.support.nodes import make_node
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _node(root: Path, config: RunConfig) -> Context:
-    """A node folder (data, policy, state) and the Context its ClientApp would see."""
-    root.mkdir()
-    rows = [{"text": f"word{i % 7} word{i % 3}", "label": "ab"[i % 2]} for i in range(24)]
-    (root / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    policy = {"name": "org", "data-path": str(root / "data.jsonl"), "state-dir": str(root)}
-    (root / "node.toml").write_text(tomli_w.dumps(policy))
-    node_config = {NODE_CONFIG_FILE_KEY: str(root / "node.toml")}
-    return Context(run_id=7, node_id=1, node_config=node_config, state=RecordDict(), run_config={})
+    """A node that accepts reproducible noise, and the same split seed in every node folder,
+    so that two processes' training can be compared bit for bit."""
+    context = make_node(root, allow_reproducible_noise=True)
+    (root / "split.seed").write_text("12345\n")
+    return context
 
 
 @pytest.fixture
@@ -46,6 +43,7 @@ def config(tiny_bert: Path) -> RunConfig:
             "training.batch-size=4",
             "privacy.noise-multiplier=1.0",
             "privacy.budget-epsilon=50",
+            "privacy.reproducible-noise=true",
         ],
     )
 

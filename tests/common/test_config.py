@@ -117,3 +117,25 @@ def test_set_string_carries_the_whole_config_through_run_config() -> None:
     )
     again = from_run_config({"config-file": "", "set": config.to_set_string()})
     assert again == config
+
+
+def test_secagg_sums_that_would_wrap_the_modulus_are_refused() -> None:
+    """n clients' quantised values reach n · 2^bits; Flower sums them modulo 2^32."""
+    base = ["secure-aggregation.enabled=true", "federation.num-clients=300"]
+    with pytest.raises(ConfigError, match="wraps around SecAgg\\+'s modulus 2\\^32") as err:
+        load_config(None, [*base, "federation.clients-per-round=256",
+                           "secure-aggregation.quantization-bits=24"])  # fmt: skip
+    assert "clients-per-round ≤ 255" in str(err.value)
+    load_config(None, [*base, "federation.clients-per-round=255",
+                       "secure-aggregation.quantization-bits=24"])  # fmt: skip
+    load_config(None, [*base, "federation.clients-per-round=300"])  # 300 · 2^22 < 2^32
+
+
+def test_secagg_reconstruction_threshold_must_be_a_majority() -> None:
+    sa = ["secure-aggregation.enabled=true"]
+    with pytest.raises(ConfigError, match="must be a majority"):
+        load_config(None, [*sa, "secure-aggregation.reconstruction-threshold=0.5"])
+    with pytest.raises(ConfigError, match="not above half of num-shares"):
+        load_config(None, [*sa, "secure-aggregation.num-shares=5",
+                           "secure-aggregation.reconstruction-threshold=2"])  # fmt: skip
+    load_config(None, [*sa, "secure-aggregation.reconstruction-threshold=0.51"])

@@ -27,11 +27,13 @@ ALLOWED_CONFIGS = {
     "evaluateres.metrics",
     "evaluateres.status",
 }
+# Under DP no statistic of the private rows that DP does not cover (training loss, counts
+# of too-long rows, empty batches or clipped values) may leave a node whose policy keeps
+# them (the default).
 ALLOWED_METRICS = {
-    "client_id", "dp_delta", "empty_batches", "epsilon", "noise_multiplier", "num_too_long",
-    "privacy_history", "refused", "refusal", "sample_rate", "secagg_clipped_values", "steps",
-    "train_loss", "code", "message", "pk1", "pk2", "ctxts", "dsts", "masked_params", "nids",
-    "shares",
+    "client_id", "dp_delta", "epsilon", "noise_multiplier", "privacy_history", "refused",
+    "refusal", "sample_rate", "steps", "code", "message", "pk1", "pk2", "ctxts", "dsts",
+    "masked_params", "nids", "shares",
 }  # fmt: skip
 
 

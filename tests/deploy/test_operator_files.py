@@ -45,6 +45,7 @@ NODE_KEYS = {
     "max-epsilon",
     "min-noise-multiplier",
     "require-secure-aggregation",
+    "federated-evaluation",
 }
 
 # ${NAME:-default} / ${NAME-default} / ${NAME}; Compose's interpolation, defaults only.

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -23,7 +21,7 @@ from flwr.client import NumPyClient
 from flwr.clientapp import ClientApp
 from flwr.common import bytes_to_ndarray, ndarrays_to_parameters
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
-from flwr.common.serde import message_from_proto, message_to_proto, recorddict_to_proto
+from flwr.common.serde import recorddict_to_proto
 from flwr.server.strategy import FedAvg
 from flwr.server.workflow.default_workflows import default_fit_workflow
 from flwr.serverapp import Grid
@@ -33,20 +31,10 @@ from client.audit import AUDIT_PATH_KEY
 from server import secagg
 from server.rounds import Next
 from server.workflow import legacy_context, run_rounds
+from tests.support.grids import InProcessGrid, task_identity  # noqa: F401 (fixture)
 
 SHAPES = [(6, 4), (4,), (3, 5)]
 WEIGHTS = [30, 12, 25, 7, 18]
-
-
-@pytest.fixture(autouse=True)
-def task_identity():  # type: ignore[no-untyped-def]
-    """Flower builds Messages only inside a task; give this test process the server's."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)  # noqa: SLF001
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 0
-    yield
-    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved  # noqa: SLF001
 
 
 def _client_arrays(node: int) -> list[np.ndarray]:
@@ -62,62 +50,6 @@ class _FixedClient(NumPyClient):
         if self.failing:
             raise RuntimeError("this client drops out after the key exchange")
         return _client_arrays(self.node), WEIGHTS[self.node - 1], {}
-
-
-def _wire(message: Message) -> Message:
-    """The message as the other side parses it: serialised and read back."""
-    return message_from_proto(message_to_proto(message))
-
-
-class InProcessGrid(Grid):
-    """Nodes 1..n answer synchronously through a ClientApp; records what each sent."""
-
-    def __init__(self, app: ClientApp, node_configs: dict[int, dict]) -> None:
-        self.app = app
-        self.contexts = {
-            nid: Context(run_id=1, node_id=nid, node_config=cfg, state=RecordDict(), run_config={})
-            for nid, cfg in node_configs.items()
-        }
-        self.pending: dict[str, Message] = {}
-        self.sent: list[Message] = []  # every reply, as it left the node
-
-    @property
-    def run(self) -> Any:
-        return SimpleNamespace(run_id=1)
-
-    def set_run(self, run: Any) -> None:  # pragma: no cover - never called
-        pass
-
-    def create_message(self, *args: Any, **kwargs: Any) -> Message:  # pragma: no cover
-        raise NotImplementedError
-
-    def get_node_ids(self) -> Iterable[int]:
-        return list(self.contexts)
-
-    def get_nodes(self) -> Iterable[Any]:  # pragma: no cover
-        return []
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        ids = []
-        for msg in messages:
-            msg.metadata.__dict__["_message_id"] = uuid.uuid4().hex
-            self.pending[msg.metadata.message_id] = _wire(msg)
-            ids.append(msg.metadata.message_id)
-        return ids
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        replies = []
-        for mid in list(message_ids):
-            msg = self.pending.pop(mid, None)
-            if msg is None:
-                continue
-            reply = self.app(msg, self.contexts[msg.metadata.dst_node_id])
-            self.sent.append(reply)
-            replies.append(_wire(reply))
-        return replies
-
-    def send_and_receive(self, messages, *, timeout=None):  # type: ignore[no-untyped-def]
-        return self.pull_messages(self.push_messages(messages))
 
 
 class _SeenGrid(secagg.WideningGrid):

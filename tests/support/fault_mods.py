@@ -98,3 +98,23 @@ def fault_mod(
         return Message(compat.fitres_to_recorddict(fitres, keep_input=True), reply_to=msg)
 
     return mod
+
+
+def hold_after_reply(
+    marker: Path, *, partition: int, server_round: int
+) -> Callable[[Message, Context, Callable[[Message, Context], Message]], Message]:
+    """After ``partition`` has computed (and kept) its ``server_round`` reply, write
+    ``marker`` and hold the reply back, so a test can kill the run mid-round: the client
+    has answered, the server has not heard it."""
+
+    def mod(msg: Message, ctxt: Context, call_next: Callable[[Message, Context], Message]):  # type: ignore[no-untyped-def]
+        reply = call_next(msg, ctxt)
+        if msg.metadata.message_type == MessageType.TRAIN:
+            fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+            here = int(ctxt.node_config["partition-id"]), int(fitins.config["server_round"])
+            if here == (partition, server_round):
+                marker.write_text("replied\n")
+                time.sleep(3600)
+        return reply
+
+    return mod

@@ -64,15 +64,49 @@ def test_calibration_reaches_target_over_planned_steps() -> None:
     assert 7.9 <= eps <= 8.0
 
 
-def test_cached_composition_equals_opacus_accountant_exactly() -> None:
-    """The per-(σ, q) cache changes nothing: ε is bit-identical to Opacus's own accountant."""
-    histories = [
-        [(1.1, 0.01, 30)],
-        [(0.8, 0.5, 2), (0.8, 0.5, 2), (2.0, 0.05, 7)],
-        [(3.0, 0.9, 1), (0.5, 0.001, 50), (1.1, 0.01, 30)],
-    ]
-    for history in histories:
-        accountant = RDPAccountant()
-        accountant.history = list(history)
-        assert compute_epsilon(history, 1e-5) == accountant.get_epsilon(delta=1e-5)
-        assert compute_epsilon(history, 1e-5) == compute_epsilon(list(history), 1e-5)
+HISTORIES = [
+    [(1.1, 0.01, 30)],
+    [(0.8, 0.5, 2), (0.8, 0.5, 2), (2.0, 0.05, 7)],
+    [(3.0, 0.9, 1), (0.7, 0.001, 50), (1.1, 0.01, 30)],
+    [(1.0, 1.0, 3)],  # no subsampling: RDP α/(2σ²) per step
+]
+
+
+@pytest.mark.parametrize("history", HISTORIES)
+def test_epsilon_matches_an_accountant_written_from_the_definitions(history) -> None:  # type: ignore[no-untyped-def]
+    """The oracle integrates the Rényi divergence numerically (tests/support/rdp_oracle.py),
+    a computation that shares nothing with Opacus's closed-form series."""
+    from common.privacy.ledger import _one_step_rdp, _orders
+    from tests.support import rdp_oracle
+
+    orders = _orders()
+    for sigma, q, _ in history:
+        ours = _one_step_rdp(sigma, q)
+        for alpha, value in list(zip(orders, ours, strict=True))[::7]:
+            assert value == pytest.approx(
+                rdp_oracle.rdp_sampled_gaussian(q, sigma, alpha), rel=1e-6
+            )
+    expected = rdp_oracle.epsilon(history, 1e-5, orders)
+    assert compute_epsilon(history, 1e-5) == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_node_reports_only_this_runs_part_of_its_ledger() -> None:
+    """Other federations' entries and the lifetime ε stay on the node (for_run)."""
+    ledger = PrivacyLedger(delta=1e-6, budget=10.0)
+    ledger.record((1.0, 0.05, 20), run="other", server_round=1, key="k1")
+    ledger.record((1.2, 0.05, 10), run="this", server_round=1, key="k2")
+    mine = ledger.for_run("this")
+    assert mine.history == [(1.2, 0.05, 10)] and mine.runs == ["this"]
+    assert mine.budget is None and "other" not in mine.to_json() and "k1" not in mine.to_json()
+    assert mine.epsilon == pytest.approx(compute_epsilon([(1.2, 0.05, 10)], 1e-6))
+    assert mine.epsilon < ledger.epsilon
+
+
+def test_entries_are_found_by_the_reply_they_paid_for() -> None:
+    ledger = PrivacyLedger(delta=1e-5)
+    ledger.record((1.0, 0.1, 3), run="r", server_round=2, key="a")
+    ledger.record((1.0, 0.1, 3), run="r", server_round=2, key="b")  # round 2, asked again
+    assert ledger.key_entries("a") == [(1.0, 0.1, 3)]
+    assert ledger.key_entries("") == [] and ledger.key_entries("c") == []
+    again = PrivacyLedger.from_json(ledger.to_json())
+    assert again.keys == ["a", "b"] and again.key_entries("b") == [(1.0, 0.1, 3)]
