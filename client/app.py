@@ -29,14 +29,10 @@ from client.secagg import secagg_guard
 from client.worker import WorkerAddress, WorkerClient
 from common import protocol
 from common.config import RunConfig, from_run_config
-from common.errors import PrivatuneError
+from common.errors import Refused
 from common.transport import unpack_mod
 
 log = logging.getLogger("privatune.client")
-
-
-class Refused(PrivatuneError):
-    """This node will not answer this request (its reason travels in the error reply)."""
 
 
 class PrivatuneClient(NumPyClient):
@@ -98,14 +94,14 @@ class PrivatuneClient(NumPyClient):
     def fit(self, parameters, config):  # type: ignore[no-untyped-def]
         from client.node import fit, privacy_metrics, refuse
         from client.privacy import new_ledger
-        from client.replay import ReplayRefused, fit_or_replay, question
+        from client.replay import fit_or_replay, question
         from client.secagg import current_session
 
         session = current_session()
         refusal = self.refusal or self._frozen_mismatch(config) or self._not_secure(session)
         if refusal is not None:
             if session is not None:  # nothing of this node may enter the secure sum
-                raise Refused(f"refused: {refusal}")
+                raise Refused(refusal)
             reply = refuse(self.data, parameters, refusal)
             return reply.delta, reply.num_examples, reply.metrics
         settings = _round_settings(config)
@@ -120,30 +116,27 @@ class PrivatuneClient(NumPyClient):
         else:
             fresh = new_ledger(self.config, lifetime_budget=self.lifetime_budget, delta=self.delta)
             with self.ledgers.session(fresh) as ledger:
-                try:
-                    delta, num_examples, metrics = fit_or_replay(
-                        self.ledgers.replies,
-                        ledger,
-                        asked=asked,
-                        participants=None if session is None else session.participants,
-                        train=lambda: fit(
-                            self.config,
-                            self.runtime,
-                            self.data,
-                            local,
-                            ledger=ledger,
-                            run=asked.run,
-                            reply_key=asked.key,
-                            **settings,
-                        ),
-                        privacy_metrics=lambda led: privacy_metrics(led, run=asked.run),
-                    )
-                except ReplayRefused as exc:
-                    raise Refused(f"refused: {exc}") from None
+                delta, num_examples, metrics = fit_or_replay(
+                    self.ledgers.replies,
+                    ledger,
+                    asked=asked,
+                    participants=None if session is None else session.participants,
+                    train=lambda: fit(
+                        self.config,
+                        self.runtime,
+                        self.data,
+                        local,
+                        ledger=ledger,
+                        run=asked.run,
+                        reply_key=asked.key,
+                        **settings,
+                    ),
+                    privacy_metrics=lambda led: privacy_metrics(led, run=asked.run),
+                )
         if session is not None and metrics.get("refused"):
             # A budget refusal inside a secure round: withdraw instead of sending zeros,
             # which would make the sum the other nodes' alone.
-            raise Refused(f"refused: {metrics.get('refusal')}")
+            raise Refused(str(metrics.get("refusal")))
         if self.rank is not None:
             metrics["lora_rank"] = self.rank
             if protocol.SECAGG_CLIPPING_RANGE in config:  # SecAgg+ sums equal-length vectors

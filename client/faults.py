@@ -15,6 +15,7 @@ from flwr.clientapp.typing import ClientAppCallable
 from flwr.common.constant import ErrorCode
 
 from client.node_config import NODE_CONFIG_FILE_KEY, PARTITION_ID_KEY
+from common.errors import Refused
 from common.protocol import failure_reason
 
 log = logging.getLogger("privatune.client")
@@ -42,6 +43,9 @@ def name_failures_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable)
         return call_next(msg, ctxt)
     except Exception as exc:  # noqa: BLE001 - every failure becomes a named error reply
         name = client_name(ctxt)
-        log.exception("client %s failed on %s", name, msg.metadata.message_type)
+        if isinstance(exc, Refused):  # the node's decision: its reason, no traceback
+            log.warning("client %s refuses %s: %s", name, msg.metadata.message_type, exc)
+        else:
+            log.exception("client %s failed on %s", name, msg.metadata.message_type)
         error = Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=failure_reason(name, exc))
         return Message(error, reply_to=msg)

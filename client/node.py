@@ -2,9 +2,9 @@
 
 ``fit`` receives the global adapter, trains locally (privately when configured) and
 returns only the adapter *delta* and named metrics; base weights and data never leave.
-Under DP the metrics are only what the privacy accounting covers or needs (ε, δ, σ, q,
-steps and this run's ledger entries); statistics of the private rows that DP does not
-cover (training loss, counts) go out only with ``privacy.share-training-metrics``.
+Under DP or SecAgg+ the metrics are only what the privacy accounting covers or needs
+(ε, δ, σ, q, steps and this run's ledger entries); statistics of the private rows that
+neither covers (training loss, counts) go out only with ``privacy.share-training-metrics``.
 """
 
 from __future__ import annotations
@@ -170,7 +170,10 @@ def fit(
                 clipped,
                 secagg_range[0],
             )
-    if ledger is None or config.privacy.share_training_metrics:
+    # Statistics of the private rows: not under DP, which does not cover them, nor under
+    # SecAgg+, whose server must learn only the sum (unless the run and the node's policy
+    # both allow it: privacy.share-training-metrics).
+    if (ledger is None and secagg_range is None) or config.privacy.share_training_metrics:
         metrics.update(statistics)
     return FitReply(delta, weight, metrics)
 

@@ -74,9 +74,10 @@ class NodePolicy(BaseModel):
     )
     share_training_metrics: bool = Field(
         False,
-        description="Under DP, also send the mean training loss and the counts of too-long "
-        "rows, empty Poisson batches and SecAgg+-clipped values. They are computed from "
-        "the private rows without noise, so ε does not cover them.",
+        description="Under DP or SecAgg+, also send the mean training loss and the counts "
+        "of too-long rows, empty Poisson batches and SecAgg+-clipped values. They are "
+        "computed from the private rows without noise, so neither ε nor SecAgg+ covers "
+        "them.",
     )
     allow_reproducible_noise: bool = Field(
         False,

@@ -39,13 +39,13 @@ import numpy as np
 
 from common import protocol
 from common.atomic import write_bytes_atomic
-from common.errors import PrivatuneError
+from common.errors import Refused
 from common.privacy.ledger import Entry, PrivacyLedger
 
 META = "meta"  # the npz member holding the JSON metadata
 
 
-class ReplayRefused(PrivatuneError):
+class ReplayRefused(Refused):
     """A question already answered, asked again in a way that would expose the answer."""
 
 

@@ -54,13 +54,13 @@ from flwr.common.secure_aggregation.secaggplus_constants import (
 
 from client.node_config import NODE_CONFIG_FILE_KEY
 from client.replay import question
-from common.errors import PrivatuneError
+from common.errors import Refused
 from common.secagg_wire import narrow_reply
 
 GUARD_STATE = "privatune.secagg"  # this node's own record of the session, in its Context
 
 
-class SecAggRefused(PrivatuneError):
+class SecAggRefused(Refused):
     """A SecAgg+ instruction this node will not follow: it would expose an update."""
 
 

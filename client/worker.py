@@ -37,7 +37,7 @@ from flwr.client import NumPyClient
 
 from common.atomic import write_bytes_atomic
 from common.config import RunConfig
-from common.errors import PrivatuneError
+from common.errors import PrivatuneError, Refused
 
 log = logging.getLogger("privatune.worker")
 
@@ -145,6 +145,9 @@ def serve(address: WorkerAddress, *, max_requests: int | None = None) -> None:
                 try:
                     conn.send(("ok", handle(kind, request)))
                     log.info("%s done in %.2f s", kind, time.perf_counter() - started)
+                except Refused as exc:  # a decision, not a failure: no traceback
+                    log.warning("node worker: %s refused: %s", kind, exc)
+                    conn.send(("refused", str(exc)))
                 except Exception as exc:  # noqa: BLE001 -- the ClientApp re-raises it
                     log.exception("node worker: %s failed", kind)
                     conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
@@ -199,6 +202,8 @@ class WorkerClient(NumPyClient):
         with conn:
             conn.send((kind, request))
             status, *value = conn.recv()
+        if status == "refused":
+            raise Refused(value[0])
         if status != "ok":
             message, remote_traceback = value
             log.error("node worker traceback:\n%s", remote_traceback)

@@ -388,11 +388,12 @@ class PrivacyConfig(_Section):
     )
     share_training_metrics: bool = Field(
         False,
-        description="Under DP, clients also send their mean training loss and their "
-        "counts of too-long rows, empty Poisson batches and values SecAgg+ would clip. "
-        "Those come from the private rows without noise, so ε does not cover them: off "
-        "by default (the report then shows no training loss). Deployed nodes send them "
-        "only if their policy sets share-training-metrics too.",
+        description="Under DP or SecAgg+, clients also send their mean training loss and "
+        "their counts of too-long rows, empty Poisson batches and values SecAgg+ would "
+        "clip. Those come from the private rows without noise, so ε does not cover them "
+        "(nor does SecAgg+, which hides only updates): off by default (the report then "
+        "shows no training loss). Deployed nodes send them only if their policy sets "
+        "share-training-metrics too.",
     )
 
     @model_validator(mode="after")

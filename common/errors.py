@@ -44,3 +44,10 @@ class ModelError(PrivatuneError):
 
 class UpdateRejected(PrivatuneError):
     """A client's adapter update failed validation on the server."""
+
+
+class Refused(PrivatuneError):
+    """A client declines a request on privacy grounds (its policy, its budget, an
+    instruction that would expose an update). Inside a SecAgg+ round a refusal cannot be
+    a zero update (the sum would then be the others' alone), so it travels as an error
+    reply that says ``refused`` (common/protocol.py) and the server counts it as such."""

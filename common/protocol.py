@@ -14,10 +14,21 @@ RUN_KEY = "run_key"  # the run's identity in client ledgers; stable across a ser
 # A client that fails says who it is in its error reply (client/faults.py), so the server
 # can name it in metrics.jsonl even before it ever answered.
 _FAILED = re.compile(r"^client ([^\s:]+): ")
+_REFUSED = re.compile(r"^client [^\s:]+: refused: (.*)$", re.DOTALL)
 
 
 def failure_reason(client_id: str, exc: BaseException) -> str:
-    return f"client {client_id}: {type(exc).__name__}: {exc}"
+    """The error reply's reason; a refusal (common.errors.Refused) reads ``refused: ...``."""
+    from common.errors import Refused
+
+    kind = "refused" if isinstance(exc, Refused) else type(exc).__name__
+    return f"client {client_id}: {kind}: {exc}"
+
+
+def refusal(reason: str) -> str | None:
+    """What a client refused, if an error reply's reason is a refusal."""
+    match = _REFUSED.match(reason)
+    return match.group(1) if match else None
 
 
 def failed_client(reason: str) -> str | None:

@@ -112,6 +112,8 @@ def run_server(
     def on_round_end(server_round: int, seconds: float, arrays: list[np.ndarray]) -> Next:
         nonlocal checkpoint
         record = strategy.records.pop(server_round, {"round": server_round})
+        if isinstance(counting, secagg.WideningGrid):
+            secagg.count_refusals(record, counting.take_refusals())
         decision = book.close_round(record, seconds, arrays, counting.take())
         if decision is not Next.RETRY:
             checkpoint = Checkpoint(

@@ -37,7 +37,8 @@ from common.privacy.ledger import Entry
 from server.outputs import write_json_atomic
 
 CHECKPOINT_FILE = "checkpoint.json"
-FORMAT = "privatune-checkpoint/2"  # 2: central DP as entries, no numpy state
+FORMAT = "privatune-checkpoint/2"  # central DP's releases as entries; no numpy state
+FORMAT_1 = "privatune-checkpoint/1"  # still read, unless it holds central-DP rounds
 
 
 def encode_array(array: np.ndarray) -> str:
@@ -127,8 +128,14 @@ def load_checkpoint(folder: Path) -> Checkpoint:
         )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("format") != FORMAT:
+        if data.get("format") not in (FORMAT_1, FORMAT):
             raise ValueError(f"format {data.get('format')!r}, expected {FORMAT!r}")
+        if data.get("format") == FORMAT_1 and int(data.get("noisy_rounds", 0)) > 0:
+            raise PrivatuneError(
+                f"{path}: a central-DP run checkpointed by an older privatune, whose "
+                "accounting assumed a sampling that did not happen; it cannot be continued "
+                "with a true ε: start it again"
+            )
         return Checkpoint.from_dict(data)
     except (ValueError, KeyError, TypeError) as exc:
         raise PrivatuneError(f"{path}: unreadable checkpoint ({exc})") from exc

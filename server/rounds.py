@@ -144,6 +144,8 @@ class RoundBook:
                 "secure aggregation halted: fewer clients than the reconstruction threshold "
                 "survived the round (see secure-aggregation.reconstruction-threshold)"
             )
+            if record.get("refusals"):
+                record["error"] += "; refused: " + "; ".join(record["refusals"])
         if weights:
             record["quantization_error_bound"] = quantization_error_bound(self.secagg, weights)
         record["secagg_clipping_range"] = self.secagg.clipping_range

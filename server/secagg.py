@@ -14,9 +14,11 @@ from dataclasses import dataclass
 
 from flwr.app import Message
 from flwr.server.workflow import SecAggPlusWorkflow
+from flwr.serverapp import Grid
 
 from common.config import RunConfig
 from common.errors import ConfigError
+from common.protocol import refusal
 from common.secagg_wire import widen_reply
 from server.traffic import CountingGrid
 
@@ -122,8 +124,23 @@ class WideningGrid(CountingGrid):
     its own client mod built.
     """
 
+    def __init__(self, inner: Grid) -> None:
+        super().__init__(inner)
+        self.refusals: list[str] = []
+
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return [widen_reply(m) for m in super().pull_messages(message_ids)]
+        replies = list(super().pull_messages(message_ids))
+        for reply in replies:
+            # Under SecAgg+ a node that refuses withdraws with an error reply saying so
+            # (a zero update would make the sum the others' alone): count it as a refusal.
+            if reply.has_error() and (what := refusal(str(reply.error.reason))) is not None:
+                self.refusals.append(what)
+        return [widen_reply(m) for m in replies]
+
+    def take_refusals(self) -> list[str]:
+        """What nodes refused since the last call (their reasons)."""
+        taken, self.refusals = self.refusals, []
+        return taken
 
 
 def quantization_error_bound(settings: SecAggSettings, weights: list[float]) -> float:
@@ -139,3 +156,17 @@ def quantization_error_bound(settings: SecAggSettings, weights: list[float]) -> 
         return float("inf")
     step = 2 * settings.clipping_range / settings.quantization_range
     return len(weights) * step / total
+
+
+def count_refusals(record: dict, refusals: list[str]) -> None:
+    """Under SecAgg+ refusals arrive as error replies: count them as refused, not failed.
+
+    (A refusal in the masked-vector stage also reaches the strategy as a failure when the
+    round completes; it is moved from one count to the other.)
+    """
+    if not refusals:
+        return
+    record["num_refused"] = record.get("num_refused", 0) + len(refusals)
+    record["refusals"] = sorted({*record.get("refusals", []), *refusals})
+    if "num_failures" in record:
+        record["num_failures"] = max(0, record["num_failures"] - len(refusals))

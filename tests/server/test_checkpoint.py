@@ -183,3 +183,19 @@ def test_simulate_cli_refuses_to_resume_with_a_different_config(
     (empty / "config.resolved.toml").write_text(load_config(None, []).to_toml())
     assert main(["simulate", "--resume", str(empty)]) == 2
     assert "no checkpoint.json there" in capsys.readouterr().err
+
+
+def test_an_older_checkpoint_resumes_unless_it_holds_central_dp_rounds(tmp_path: Path) -> None:
+    """Format 1 saved numpy's state and central DP as a count of rounds; the count's
+    accounting assumed a sampling that did not happen, so only such runs are refused."""
+    save_checkpoint(tmp_path, _checkpoint())
+    data = json.loads((tmp_path / CHECKPOINT_FILE).read_text())
+    data.update(format="privatune-checkpoint/1", noisy_rounds=0)
+    data.pop("central_entries")
+    data["rng"]["numpy"] = {"kind": "MT19937"}
+    (tmp_path / CHECKPOINT_FILE).write_text(json.dumps(data))
+    assert load_checkpoint(tmp_path).central_entries == []
+    data["noisy_rounds"] = 3
+    (tmp_path / CHECKPOINT_FILE).write_text(json.dumps(data))
+    with pytest.raises(PrivatuneError, match="cannot be continued with a true ε"):
+        load_checkpoint(tmp_path)

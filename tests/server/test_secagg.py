@@ -213,3 +213,37 @@ def test_dropout_after_key_exchange_with_narrowing_gives_survivors_mean() -> Non
     worst = max(float(np.max(np.abs(s - e))) for s, e in zip(secure, expected, strict=True))
     assert worst <= bound
     assert len(_masked_replies(inner.sent)) == 4
+
+
+class _RefusingClient(NumPyClient):
+    def fit(self, parameters, config):  # type: ignore[no-untyped-def]
+        from common.errors import Refused
+
+        raise Refused("privacy budget: this node's lifetime ε budget is reached")
+
+
+def test_refusals_under_secagg_are_counted_as_refusals_and_end_the_run(tmp_path: Path) -> None:
+    """Refusing nodes withdraw with an error reply (a zero update would expose the others);
+    the server must still see refusals, not failures: every node refused, the run ends."""
+    from common.config import load_config
+    from server.outputs import RunOutputs
+    from server.rounds import RoundBook
+
+    def client_fn(context: Context):  # type: ignore[no-untyped-def]
+        return _RefusingClient().to_client()
+
+    inner = InProcessGrid(ClientApp(client_fn=client_fn, mods=client_mods()), {1: {}, 2: {}})
+    grid = secagg.WideningGrid(inner)
+    _federate(grid, settings=_settings(), clients=2)
+    refused = grid.take_refusals()
+    assert refused == ["privacy budget: this node's lifetime ε budget is reached"] * 2
+    assert grid.take_refusals() == []
+
+    record = {"round": 1, "num_sampled": 2}
+    secagg.count_refusals(record, refused)
+    config = load_config(None, ["secure-aggregation.enabled=true", "federation.num-clients=2",
+                                "federation.clients-per-round=2"])  # fmt: skip
+    book = RoundBook(config, RunOutputs(tmp_path), lambda arrays, folder: None, secagg=_settings())
+    decision = book.close_round(record, 1.0, [np.zeros(3, np.float32)], (0, 0))
+    assert decision is Next.END and record["failed"] is False
+    assert record["num_refused"] == 2 and "every sampled client refused" in record["stopped"]
