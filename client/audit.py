@@ -2,8 +2,9 @@
 
 Outermost Flower client mod, so it sees each reply exactly as it leaves (after SecAgg+
 masking, the masked vectors already narrowed to uint32 by client/secagg.py): run, round,
-kind, the names, shapes and dtypes of every array, the names of every metric and config
-value, the byte count and the SHA-256 of the serialised content.
+kind, the run key its privacy ledger tags the run with, the names, shapes and dtypes of
+every array, the names of every metric and config value, the byte count and the SHA-256
+of the serialised content.
 An organisation can show from this file that nothing but adapter arrays and named metrics
 left its premises.
 """
@@ -20,6 +21,8 @@ from typing import Any
 
 from flwr.app import Context, Message
 from flwr.common.serde import recorddict_to_proto
+
+from common import protocol
 
 AUDIT_PATH_KEY = "audit-log"
 
@@ -99,9 +102,24 @@ def _stage(message: Message) -> str | None:
     return None if record is None else str(record.get(Key.STAGE, ""))
 
 
+def _run_key(message: Message) -> str | None:
+    """The run key the ledger tags its entries with, if the request carries it (fit
+    instructions do), so that audit lines and ledger entries can be matched."""
+    if not message.has_content():
+        return None
+    for record in message.content.config_records.values():
+        value = record.get(protocol.RUN_KEY)
+        if isinstance(value, str):
+            return value
+    return None
+
+
 def append(path: Path, line: dict[str, Any]) -> None:
+    """One line, flushed to disk; the file readable by the node's own user only (it names
+    every run and round the node took part in, as its ledger does)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as handle:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with open(fd, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(line, sort_keys=True) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
@@ -117,5 +135,6 @@ def audit_mod(
     if target:
         line = audit_line(reply, msg)
         line["stage"] = stage
+        line["run_key"] = _run_key(msg)
         append(Path(str(target)), line)
     return reply

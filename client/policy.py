@@ -12,24 +12,32 @@ each setting protects against.
 
 from __future__ import annotations
 
-import tomllib
+import re
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from common.config import RunConfig, _describe
+from common.config import RunConfig, describe_error, load_toml
 from common.errors import ConfigError
 
 
 class NodePolicy(BaseModel):
     """A node's configuration file (TOML, kebab-case), validated once at start-up."""
 
+    # strict: TOML has real booleans and numbers, so `require-dp = "no"` is a mistake to
+    # name, not a string to guess at.
     model_config = ConfigDict(
-        extra="forbid", alias_generator=lambda n: n.replace("_", "-"), populate_by_name=True
+        extra="forbid",
+        strict=True,
+        alias_generator=lambda n: n.replace("_", "-"),
+        populate_by_name=True,
     )
 
-    name: str = Field(description="The organisation's name, shown in the server's ledger.")
+    name: str = Field(
+        description="The organisation's name, shown in the server's ledger and logs: "
+        "letters, digits, '-' and '_' (1-64 characters), as `privatune keys node --name`."
+    )
     data_path: str = Field(description="This node's own data file or folder.")
     state_dir: str = Field(
         description="Folder for the privacy ledger and the audit log (kept across runs)."
@@ -104,6 +112,16 @@ class NodePolicy(BaseModel):
         "1-2 s import four times a SecAgg+ round; false uses Flower's own launcher.",
     )
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+            raise ValueError(
+                f"{name!r} may contain only letters, digits, '-' and '_' (1-64 characters), "
+                'e.g. name = "hospital-a"'
+            )
+        return name
+
     @property
     def ledger_path(self) -> Path:
         return Path(self.state_dir) / "privacy_ledger.json"
@@ -131,16 +149,17 @@ def load_policy(path: str | Path) -> NodePolicy:
     path = Path(path)
     if not path.is_file():
         raise ConfigError([f"node config {path} does not exist"])
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    data = load_toml(path)
+    problems: list[str] = []
+    data_path = data.get("data-path")
+    if isinstance(data_path, str) and not Path(data_path).exists():
+        problems.append(f"data-path: {data_path} does not exist on this node")
     try:
         policy = NodePolicy.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError([_describe(e) for e in exc.errors()], source=str(path)) from None
-    if not Path(policy.data_path).exists():
-        raise ConfigError([f"data-path: {policy.data_path} does not exist on this node"], str(path))
+        problems[:0] = [describe_error(e, NodePolicy) for e in exc.errors()]
+    if problems:
+        raise ConfigError(problems, source=str(path))
     return policy
 
 

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from common.errors import PrivatuneError
+from common.outcome import BAD_INPUT_EXIT, outcome_of, summary_text
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -41,24 +42,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         report=not args.no_report,
         verbose=args.verbose,
     )
-    print(_summary_text(summary, output))
-    return 0 if summary.get("rounds_failed", 0) == 0 else 1
-
-
-def _summary_text(summary: dict, output: str) -> str:
-    lines = [f"run finished: {output}"]
-    for key in (
-        "rounds_completed",
-        "rounds_failed",
-        "untrained_eval_accuracy",
-        "final_eval_accuracy",
-        "epsilon_max",
-        "delta",
-        "seconds",
-    ):
-        if summary.get(key) is not None:
-            lines.append(f"  {key}: {summary[key]}")
-    return "\n".join(lines)
+    print(summary_text(summary, output))
+    return outcome_of(summary).exit_code
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -247,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except PrivatuneError as exc:
         print(f"privatune: error: {exc}", file=sys.stderr)
-        return 2
+        return BAD_INPUT_EXIT
 
 
 if __name__ == "__main__":

@@ -748,7 +748,10 @@ def _error_key(loc: Iterable[Any]) -> str:
     return key.lstrip(".") or "(top level)"
 
 
-def _describe(error: Mapping[str, Any]) -> str:
+def describe_error(error: Mapping[str, Any], model: type[BaseModel] | None = None) -> str:
+    """One line for one validation error, naming the key; unknown keys get a did-you-mean
+    among ``model``'s own keys (default: the run config's)."""
+    model = model or RunConfig
     key = _error_key(error["loc"])
     if error["loc"] and not re.fullmatch(r"[\w.\[\]-]+", key):
         key = repr(key)  # a blank or odd key must still be visible: ' ': unknown key
@@ -756,9 +759,9 @@ def _describe(error: Mapping[str, Any]) -> str:
     if kind == "extra_forbidden":
         section, _, leaf = re.sub(r"\[\d+\]", "[]", key).rpartition(".")
         if section:
-            siblings = [k for k in _known_keys(RunConfig) if k.rpartition(".")[0] == section]
+            siblings = [k for k in _known_keys(model) if k.rpartition(".")[0] == section]
         else:
-            siblings = [_kebab(name) for name in RunConfig.model_fields]
+            siblings = [_kebab(name) for name in model.model_fields]
         names = {k.rpartition(".")[2]: k for k in siblings}
         suggestion = difflib.get_close_matches(leaf, list(names), n=1, cutoff=0.6)
         if suggestion:
@@ -779,7 +782,7 @@ def validate(tree: Mapping[str, Any], *, source: str | None = None) -> RunConfig
     try:
         return RunConfig.model_validate(_normalise_keys(dict(tree)))
     except ValidationError as exc:
-        raise ConfigError([_describe(e) for e in exc.errors()], source=source) from None
+        raise ConfigError([describe_error(e) for e in exc.errors()], source=source) from None
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -858,6 +861,8 @@ CONFIG_FILE_KEY = "config-file"
 SET_KEY = "set"
 OUTPUT_DIR_KEY = "output-dir"  # where the server writes; not part of the RunConfig
 RESUME_KEY = "resume"  # true: continue the run in output-dir from its checkpoint
+VERBOSE_KEY = "verbose"  # true: the ServerApp logs Flower's own INFO lines too
+DEPLOYED_KEY = "deployed"  # true: organisations' nodes, each with its own data-path
 APP_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -880,6 +885,8 @@ def from_run_config(run_config: Mapping[str, Any]) -> RunConfig:
     flat = dict(run_config)
     flat.pop(OUTPUT_DIR_KEY, None)
     flat.pop(RESUME_KEY, None)
+    flat.pop(VERBOSE_KEY, None)
+    flat.pop(DEPLOYED_KEY, None)
     config_file = flat.pop(CONFIG_FILE_KEY, None)
     try:
         overrides = shlex.split(str(flat.pop(SET_KEY, "") or ""))

@@ -8,11 +8,14 @@ import json
 import time
 from pathlib import Path
 
+from client.policy import NodePolicy
 from common.errors import PrivatuneError
+from common.outcome import outcome_of, summary_text
 from deploy import coordinator as coord
 from deploy import organisation as org
 from deploy.local import wait_port
-from deploy.supervise import supervise
+from deploy.supervise import PIDFILE, supervise
+from server.outputs import SUMMARY_FILE
 
 
 def _keys_server(args: argparse.Namespace) -> int:
@@ -53,7 +56,7 @@ def _coord_start(args: argparse.Namespace) -> int:
     )
     env = coord.flower_env(c.flwr_home)
     ready = functools.partial(wait_port, args.port, timeout=120)
-    return supervise([superlink, superexec], env, ready=ready)
+    return supervise([superlink, superexec], env, ready=ready, pidfile=c.state / PIDFILE)
 
 
 def _coord_register(args: argparse.Namespace) -> int:
@@ -84,16 +87,67 @@ def _coord_run(args: argparse.Namespace) -> int:
                 f"--output {output} already holds a run; choose another folder, or --resume it"
             )
     folder = c.state / "runs" / time.strftime("%Y%m%d-%H%M%S")
-    run_config = coord.write_run_config(config, output, folder, resume=args.resume)
-    coord.execute(coord.run_command(run_config), c.cli_home)
-    summary = output / "summary.json"
+    run_config = coord.write_run_config(
+        config, output, folder, resume=args.resume, verbose=args.verbose
+    )
+    # The summary, not Flower's exit code, says how the run went (a run that failed
+    # cleanly exits 0 in Flower's eyes); with no summary, Flower's code is all we have.
+    flower_exit = coord.execute(
+        coord.run_command(run_config), c.cli_home, check=False, verbose=args.verbose
+    )
+    summary = output / SUMMARY_FILE
     if not summary.exists():
-        raise PrivatuneError(f"the run ended without writing {summary}; see the SuperLink log")
+        raise PrivatuneError(
+            f"the run ended (flwr run exit {flower_exit}) without writing {summary}; the "
+            "lines above say why"
+        )
     from simulations.report import write_report
 
-    print(json.dumps(json.loads(summary.read_text()), indent=2))
+    record = json.loads(summary.read_text())
+    print(summary_text(record, output))
     print(f"report: {write_report(output)}")
-    return 0
+    return outcome_of(record).exit_code
+
+
+def reachability(address: str, *, timeout: float = 5.0) -> str | None:
+    """Why ``HOST:PORT`` cannot be reached over TCP now, or None if it can.
+
+    Flower's SuperNode retries an unreachable SuperLink forever without saying what to
+    check; one line at start-up says it.
+    """
+    import socket
+
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout):
+            return None
+    except ValueError:
+        raise PrivatuneError(
+            f"--superlink {address}: expected HOST:PORT, e.g. coordinator.example.org:9092"
+        ) from None
+    except OSError as exc:
+        return (
+            f"cannot reach the SuperLink at {address} ({exc.strerror or exc}); the node keeps "
+            "retrying. Check the address and port the coordinator gave you, that its "
+            "`privatune coordinator start` runs, and that no firewall blocks the port"
+        )
+
+
+def node_banner(policy: NodePolicy) -> str:
+    """What this node will enforce, said once at start-up: every policy setting."""
+    delta = "min(1e-5, 1/(10·rows))" if policy.max_delta is None else f"{policy.max_delta:g}"
+    peers = "from the threshold" if policy.min_secagg_peers is None else policy.min_secagg_peers
+    return (
+        f"node {policy.name}: data {policy.data_path}; ledger {policy.ledger_path}; "
+        f"audit log {policy.audit_path}\n"
+        f"  policy: DP required: {policy.require_dp}; max ε {policy.max_epsilon:g} (lifetime) "
+        f"at δ {delta}; min noise multiplier {policy.min_noise_multiplier:g}; "
+        f"SecAgg+ required: {policy.require_secure_aggregation} (min peers {peers}); "
+        f"federated evaluation: {policy.federated_evaluation}; training metrics shared: "
+        f"{policy.share_training_metrics}; reproducible noise allowed: "
+        f"{policy.allow_reproducible_noise}\n"
+        f"  runtime: warm worker: {policy.warm_worker}; preforked ClientApps: {policy.prefork}"
+    )
 
 
 def _node_start(args: argparse.Namespace) -> int:
@@ -104,22 +158,20 @@ def _node_start(args: argparse.Namespace) -> int:
         node_config=Path(args.node_config),
         port=args.port,
     )
-    print(
-        f"node {policy.name}: data {policy.data_path}; ledger {policy.ledger_path}; "
-        f"audit log {policy.audit_path}; DP required: {policy.require_dp}; "
-        f"max ε {policy.max_epsilon}; warm worker: {policy.warm_worker}; "
-        f"preforked ClientApps: {policy.prefork}",
-        flush=True,
-    )
+    print(node_banner(policy), flush=True)
+    unreachable = reachability(args.superlink)
+    if unreachable:
+        print(f"warning: {unreachable}", flush=True)
     env = coord.flower_env(org.state_home(policy))
     processes = [command, org.superexec_command(policy, port=args.port)]
+    pidfile = Path(policy.state_dir) / PIDFILE
     if not policy.warm_worker:
-        return supervise(processes, env, ready=lambda: None)
+        return supervise(processes, env, ready=lambda: None, pidfile=pidfile)
     from client.worker import wait_ready
 
     worker = org.worker_address(policy)
     ready = functools.partial(wait_ready, worker)
-    return supervise([org.worker_command(policy), *processes], env, ready=ready)
+    return supervise([org.worker_command(policy), *processes], env, ready=ready, pidfile=pidfile)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

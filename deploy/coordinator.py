@@ -19,9 +19,11 @@ import tomli_w
 from common.config import (
     APP_ROOT,
     CONFIG_FILE_KEY,
+    DEPLOYED_KEY,
     OUTPUT_DIR_KEY,
     RESUME_KEY,
     SET_KEY,
+    VERBOSE_KEY,
     RunConfig,
 )
 from common.errors import PrivatuneError
@@ -132,11 +134,12 @@ def register_command(public_key: Path) -> list[str]:
 
 
 def write_run_config(
-    config: RunConfig, output: Path, folder: Path, *, resume: bool = False
+    config: RunConfig, output: Path, folder: Path, *, resume: bool = False, verbose: bool = False
 ) -> Path:
     """The run's Flower run_config as a TOML file: the whole config travels to every node.
 
-    ``resume`` makes the ServerApp continue the run in ``output`` from its checkpoint.
+    ``resume`` makes the ServerApp continue the run in ``output`` from its checkpoint;
+    ``verbose`` makes it stream Flower's own INFO lines besides the run's progress.
     """
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "run_config.toml"
@@ -144,9 +147,12 @@ def write_run_config(
         CONFIG_FILE_KEY: "",
         SET_KEY: config.to_set_string(),
         OUTPUT_DIR_KEY: str(output.resolve()),
+        DEPLOYED_KEY: True,
     }
     if resume:
         values[RESUME_KEY] = True
+    if verbose:
+        values[VERBOSE_KEY] = True
     path.write_text(tomli_w.dumps(values))
     return path
 
@@ -163,9 +169,13 @@ def run_command(run_config_file: Path) -> list[str]:
     ]
 
 
-def execute(command: list[str], home: Path, *, check: bool = True) -> int:
-    """Run a Flower command in the foreground with our environment."""
-    completed = subprocess.run(command, env=flower_env(home), check=False)
+def execute(command: list[str], home: Path, *, check: bool = True, verbose: bool = False) -> int:
+    """Run a Flower command in the foreground with our environment; Flower's own INFO
+    lines only with ``verbose`` (its prints, and the streamed run log, always show)."""
+    env = flower_env(home)
+    if not verbose:
+        env.setdefault("FLWR_LOG_LEVEL", "WARNING")
+    completed = subprocess.run(command, env=env, check=False)
     if check and completed.returncode != 0:
         raise PrivatuneError(
             f"`{' '.join(command[:3])} ...` failed with exit {completed.returncode}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -19,13 +20,22 @@ from flwr.serverapp import Grid, ServerApp
 
 from common import protocol
 from common.adapters import frozen_fingerprint
-from common.config import OUTPUT_DIR_KEY, RESUME_KEY, RunConfig, from_run_config
+from common.config import (
+    DEPLOYED_KEY,
+    OUTPUT_DIR_KEY,
+    RESUME_KEY,
+    VERBOSE_KEY,
+    RunConfig,
+    from_run_config,
+)
 from common.data.pipeline import largest_train_split
+from common.errors import PrivatuneError
+from common.outcome import Outcome
 from server import exchange, secagg
 from server.central_dp import CentralDP
 from server.checkpoint import Checkpoint, restore_rng, rng_state, save_checkpoint
 from server.model import ServerModel
-from server.outputs import RunOutputs
+from server.outputs import ERROR_LOG, RunOutputs
 from server.resume import check_resumable, rewind_metrics
 from server.rounds import Next, RoundBook
 from server.strategy.registry import build_strategy
@@ -37,12 +47,20 @@ log = logging.getLogger("privatune")
 
 
 def run_server(
-    grid: Grid, context: Context, config: RunConfig, output_dir: Path, *, resume: bool = False
+    grid: Grid,
+    context: Context,
+    config: RunConfig,
+    output_dir: Path,
+    *,
+    resume: bool = False,
+    deployed: bool = False,
 ) -> dict:
     """Run every round and write the output folder; returns the run summary.
 
     With ``resume`` the run continues from the folder's checkpoint (server/resume.py
     checks it may); otherwise it starts afresh. A checkpoint is written after every round.
+    ``deployed``: the clients are organisations' nodes, each training on its own data
+    (the saved config says so). A run that fails still writes its summary and adapter.
     """
     started = time.monotonic()
     secagg.check_compatible(config)
@@ -59,7 +77,7 @@ def run_server(
         history = rewind_metrics(output_dir, checkpoint.round)
         log.info("resuming %s after round %s", output_dir, checkpoint.round)
     else:
-        outputs.write_config(config.to_toml())
+        outputs.write_config((DEPLOYED_NOTE if deployed else "") + config.to_toml())
         # Flower samples clients with `random` (not a privacy choice: central DP samples
         # and draws its noise from its own secret generator, server/central_dp.py).
         random.seed(config.training.seed)
@@ -136,33 +154,50 @@ def run_server(
     )
     if checkpoint is not None:
         restore_rng(checkpoint.rng)  # last, so that nothing above draws from it
+    error: str | None = None
     if not stopped:
-        run_rounds(
-            counting,
-            legacy_context(
-                context,
-                strategy=strategy,
-                num_rounds=fed.rounds,
-                round_timeout=fed.round_timeout,
-            ),
-            on_round_end=on_round_end,
-            fit_step=fit_step,
-            evaluate_step=exchange.evaluate_step(timeout=fed.round_timeout, sink=strategy),
-            resume_from=(checkpoint.round, checkpoint.global_arrays) if checkpoint else None,
-        )
+        try:
+            run_rounds(
+                counting,
+                legacy_context(
+                    context,
+                    strategy=strategy,
+                    num_rounds=fed.rounds,
+                    round_timeout=fed.round_timeout,
+                ),
+                on_round_end=on_round_end,
+                fit_step=fit_step,
+                evaluate_step=exchange.evaluate_step(timeout=fed.round_timeout, sink=strategy),
+                resume_from=(checkpoint.round, checkpoint.global_arrays) if checkpoint else None,
+                evaluate_untrained=fed.evaluate_clients > 0 and not server_model.has_eval_set,
+            )
+        except PrivatuneError as exc:
+            # A failure the config or the clients caused: one line, and the outputs below.
+            error = str(exc)
+            log.error("run failed: %s", error)
+        except Exception as exc:  # noqa: BLE001 -- a bug: its traceback goes to a file
+            error = internal_error(outputs.dir, exc)
     outputs.save_adapter_dir(
         outputs.adapter_dir(), lambda folder: server_model.save(book.latest, folder)
     )
     if general_before is not None:
         after = server_model.general_scores(book.latest)
         outputs.write_forgetting(forgetting_record(config, book.history, general_before, after))
-    summary = summarise(book.history, config, time.monotonic() - started)
+    summary = summarise(book.history, config, time.monotonic() - started, error=error)
     summary["adapter_params"] = server_model.spec.num_params
     outputs.write_summary(summary)
-    if checkpoint is not None:
-        checkpoint.finished = True
+    if checkpoint is not None and summary["outcome"] != Outcome.FAILED.value:
+        checkpoint.finished = True  # a failed run stays resumable from its last round
         save_checkpoint(outputs.dir, checkpoint)
     return summary
+
+
+DEPLOYED_NOTE = """\
+# A deployed run: every organisation's node trained on its own data (node.toml's
+# data-path) under its own policy; the [data] source and partitioning below were not used
+# by any node. The rest is the config every node received.
+
+"""
 
 
 def _extra_fit_config(
@@ -196,18 +231,70 @@ def forgetting_record(
     }
 
 
-def summarise(history: list[dict[str, Any]], config: RunConfig, seconds: float) -> dict:
-    first = history[0] if history else {}
-    last = history[-1] if history else {}
-    trained = [r for r in history if r["round"] > 0]
+def internal_error(folder: Path, exc: BaseException) -> str:
+    """A bug, not bad input: the traceback goes to ``error.log``, the operator gets a line."""
+    import traceback
+
+    path = folder / ERROR_LOG
+    path.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
+    message = f"internal error {type(exc).__name__}: {exc} (traceback in {path})"
+    log.error("run failed: %s", message)
+    return message
+
+
+def _last_attempts(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each trained round's last record: a SecAgg+ round retried after a failure counts
+    once, as its last attempt went."""
+    return list({r["round"]: r for r in history if r["round"] > 0}.values())
+
+
+def run_outcome(history: list[dict[str, Any]], rounds: int, error: str | None) -> Outcome:
+    """Completed only if every round asked for ran; else why not (common/outcome.py)."""
+    trained = _last_attempts(history)
+    if error is not None or any(r.get("failed") for r in trained):
+        return Outcome.FAILED
+    stop = next((r for r in trained if r.get("stopped")), None)
+    if stop is not None:
+        return Outcome(stop.get("stop_outcome", Outcome.REFUSED.value))
+    done = {r["round"] for r in trained}
+    return Outcome.COMPLETED if done >= set(range(1, rounds + 1)) else Outcome.FAILED
+
+
+def _evaluated(history: list[dict[str, Any]]) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
+    """Which evaluation the headline figures come from: the server's held-out set, else
+    the nodes' federated evaluation; its round-0 row (the untrained adapter) and its last."""
+    for source, key in (("server", "eval_accuracy"), ("federated", "fed_eval_accuracy")):
+        rows = [r for r in history if r.get(key) is not None or r.get(_loss_key(key)) is not None]
+        if rows:
+            untrained = rows[0] if rows[0]["round"] == 0 else {}
+            return source, untrained, rows[-1]
+    return None, {}, {}
+
+
+def _loss_key(accuracy_key: str) -> str:
+    return accuracy_key.replace("accuracy", "loss")
+
+
+def summarise(
+    history: list[dict[str, Any]], config: RunConfig, seconds: float, *, error: str | None = None
+) -> dict:
+    source, first, last = _evaluated(history)
+    acc = "eval_accuracy" if source != "federated" else "fed_eval_accuracy"
+    trained = _last_attempts(history)
+    outcome = run_outcome(history, config.federation.rounds, error)
     summary: dict[str, Any] = {
+        "outcome": outcome.value,
+        "exit_code": outcome.exit_code,
+        "error": error,
+        "rounds_requested": config.federation.rounds,
         "rounds_completed": sum(1 for r in trained if not r.get("failed") and not r.get("stopped")),
         "rounds_failed": sum(1 for r in trained if r.get("failed")),
         "stopped_early": next((r["stopped"] for r in history if r.get("stopped")), None),
-        "untrained_eval_accuracy": first.get("eval_accuracy"),
-        "final_eval_accuracy": last.get("eval_accuracy"),
-        "untrained_eval_loss": first.get("eval_loss"),
-        "final_eval_loss": last.get("eval_loss"),
+        "eval_source": source,  # "server", "federated" or None (no evaluation ran)
+        "untrained_eval_accuracy": first.get(acc),
+        "final_eval_accuracy": last.get(acc),
+        "untrained_eval_loss": first.get(_loss_key(acc)),
+        "final_eval_loss": last.get(_loss_key(acc)),
         "dp": config.privacy.enabled,
         "secure_aggregation": config.secure_aggregation.enabled,
         # What was fine-tuned and how it was aggregated, for the report.
@@ -234,10 +321,36 @@ def summarise(history: list[dict[str, Any]], config: RunConfig, seconds: float) 
     return summary
 
 
+def _flag(context: Context, key: str) -> bool:
+    value = context.run_config.get(key, False)
+    return value is True or str(value).lower() in ("true", "1", "yes")
+
+
 def _resume_asked(context: Context) -> bool:
     """``resume = true`` in the run config (``coordinator run --resume``, ``flwr run``)."""
-    value = context.run_config.get(RESUME_KEY, False)
-    return value is True or str(value).lower() in ("true", "1", "yes")
+    return _flag(context, RESUME_KEY)
+
+
+def _progress_to_stdout(*, verbose: bool) -> None:
+    """Deployed, the ServerApp runs in Flower's own process, not under our CLI: give our
+    progress lines a handler there, on stdout, which Flower streams to ``flwr run
+    --stream`` (``privatune coordinator run``). Flower's own INFO lines (four per SecAgg+
+    round) only with ``verbose``: the round's line says what they would."""
+    ours = logging.getLogger("privatune")
+    if ours.handlers:  # under our CLI (a simulation): already set up
+        return
+    flower = logging.getLogger("flwr")
+    flower.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # Opacus calls logging.basicConfig() on import: without this every Flower line would
+    # print twice (Flower's own handler, then the root one).
+    flower.propagate = False
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s privatune %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    )
+    ours.addHandler(handler)
+    ours.setLevel(logging.INFO)
+    ours.propagate = False
 
 
 def make_server_app(
@@ -252,10 +365,18 @@ def make_server_app(
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
+        _progress_to_stdout(verbose=_flag(context, VERBOSE_KEY))
         named = str(context.run_config.get(OUTPUT_DIR_KEY, "") or "")
         folder = output_dir or Path(named or f"runs/flwr-{int(time.time())}")
         cfg = config if config is not None else from_run_config(context.run_config)
-        run_server(grid, context, cfg, folder, resume=resume or _resume_asked(context))
+        run_server(
+            grid,
+            context,
+            cfg,
+            folder,
+            resume=resume or _resume_asked(context),
+            deployed=_flag(context, DEPLOYED_KEY),
+        )
 
     return app
 

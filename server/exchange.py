@@ -6,7 +6,8 @@ one hung client stalls the run and one malformed reply ends it. These steps send
 same messages and hand the strategy the same results, but
 
 - wait at most ``federation.round-timeout`` seconds: a client that has not answered by
-  then is dropped from the round (kind ``timeout``);
+  then is dropped from the round (kind ``timeout``), and is not asked to evaluate in the
+  same round (a dead node would otherwise cost a second timeout);
 - turn an error reply (the ClientApp raised) into a dropped client (kind ``crash``);
 - turn a reply that is not a fit/evaluate result (missing records, wrong types) into a
   dropped client (kind ``garbage``); the strategy further rejects results whose arrays
@@ -63,6 +64,8 @@ class FaultSink(Protocol):
     def client_name(self, node_id: int) -> str | None: ...
 
     def add_faults(self, server_round: int, faults: list[Fault]) -> None: ...
+
+    def timed_out(self, server_round: int) -> set[int]: ...
 
 
 Stage = Callable[[Grid, LegacyContext], None]
@@ -177,6 +180,10 @@ def evaluate_step(*, timeout: float | None, sink: FaultSink) -> Stage:
         instructions = context.strategy.configure_evaluate(
             server_round=server_round, parameters=parameters, client_manager=context.client_manager
         )
+        # A node that let this round's fit time out is not waited for a second time: the
+        # round then takes one round-timeout, not two.
+        silent = sink.timed_out(server_round)
+        instructions = [(proxy, ins) for proxy, ins in instructions if proxy.node_id not in silent]
         if not instructions:
             return
         results, failures, faults = exchange(

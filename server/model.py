@@ -45,6 +45,11 @@ class ServerModel:
         self.eval_data: Encoded | None = server_eval_data(config, self.tokenizer)
         self.general_data: Encoded | None = general_eval_data(config, self.tokenizer)
 
+    @property
+    def has_eval_set(self) -> bool:
+        """Whether the server holds a held-out set of its own (data.server-eval)."""
+        return self.eval_data is not None and len(self.eval_data) > 0
+
     def evaluate(
         self, _server_round: int, arrays: list[np.ndarray]
     ) -> tuple[float, dict[str, Scalar]] | None:

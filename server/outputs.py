@@ -25,6 +25,7 @@ SUMMARY_FILE = "summary.json"
 FORGETTING_FILE = "forgetting.json"
 ADAPTER_DIR = "adapter"
 CHECKPOINTS_DIR = "checkpoints"
+ERROR_LOG = "error.log"  # the traceback of an internal error (a bug), if the run hit one
 
 
 def _jsonable(value: Any) -> Any:

@@ -16,6 +16,7 @@ from typing import Any
 
 from common.config import RunConfig, load_config
 from common.errors import PrivatuneError
+from common.outcome import Outcome, outcome_of
 from server.checkpoint import CHECKPOINT_FILE, Checkpoint, load_checkpoint
 from server.outputs import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, write_text_atomic
 
@@ -66,12 +67,22 @@ def check_resumable(folder: Path, config: RunConfig | None = None) -> tuple[RunC
                 "to use the saved config, or start a new run"
             )
     checkpoint = load_checkpoint(folder)
-    if checkpoint.finished or (folder / SUMMARY_FILE).exists():
+    if checkpoint.finished or _ended_for_good(folder / SUMMARY_FILE):
         raise PrivatuneError(
             f"--resume {folder}: the run already finished (round {checkpoint.round} of "
             f"{saved.federation.rounds}; {SUMMARY_FILE} written); nothing to resume"
         )
     return (config if config is not None else saved), checkpoint
+
+
+def _ended_for_good(summary: Path) -> bool:
+    """A summary exists and says the run did not fail (a failed run may be resumed)."""
+    if not summary.exists():
+        return False
+    try:
+        return outcome_of(json.loads(summary.read_text(encoding="utf-8"))) is not Outcome.FAILED
+    except (OSError, ValueError):
+        return True  # unreadable: do not guess that it may be continued
 
 
 def rewind_metrics(folder: Path, last_round: int) -> list[dict[str, Any]]:

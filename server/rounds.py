@@ -18,6 +18,7 @@ import numpy as np
 
 from common.config import RunConfig
 from common.errors import PrivatuneError
+from common.outcome import stop_outcome
 from common.privacy.ledger import Entry
 from server.central_dp import central_epsilon
 from server.ledgers import LedgerBook
@@ -37,15 +38,26 @@ def _fmt(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _federated_eval(record: dict[str, Any]) -> str:
+    """The nodes' evaluation, when there was one (the server's own set may be absent)."""
+    if record.get("fed_eval_accuracy") is None and record.get("fed_eval_loss") is None:
+        return ""
+    return (
+        f" | fed. eval loss {_fmt(record.get('fed_eval_loss'), '.4f')} | fed. eval acc "
+        f"{_fmt(record.get('fed_eval_accuracy'), '.3f')}"
+    )
+
+
 def progress_line(record: dict[str, Any], num_rounds: int) -> str:
     """One human line per round: what a researcher watches while a run goes."""
     rnd = record["round"]
     if rnd == 0:
-        return (
+        line = (
             f"round 0/{num_rounds} (untrained adapter) | eval loss "
             f"{_fmt(record.get('eval_loss'), '.4f')} | eval acc "
             f"{_fmt(record.get('eval_accuracy'), '.3f')}"
         )
+        return line + _federated_eval(record)
     parts = [
         f"round {rnd}/{num_rounds}",
         f"{record.get('num_clients', 0)}/{record.get('num_sampled', 0)} clients"
@@ -54,11 +66,12 @@ def progress_line(record: dict[str, Any], num_rounds: int) -> str:
         f"eval loss {_fmt(record.get('eval_loss'), '.4f')}",
         f"eval acc {_fmt(record.get('eval_accuracy'), '.3f')}",
     ]
+    parts[-1] += _federated_eval(record)
     for key, label in (("eval_rouge_l", "ROUGE-L"), ("fed_eval_rouge_l", "fed. ROUGE-L")):
         if record.get(key) is not None:
             parts.append(f"{label} {record[key]:.3f}")
     if record.get("epsilon_max") is not None:
-        parts.append(f"ε max {record['epsilon_max']:.3f}")
+        parts.append(f"run ε max {record['epsilon_max']:.3f}")
     if record.get("central_epsilon") is not None:
         parts.append(f"user-level ε {record['central_epsilon']:.3f}")
     if record.get("secagg"):
@@ -122,8 +135,8 @@ class RoundBook:
             self.outputs.write_ledger(self.ledgers.to_dict())
         if record["round"] == 0:
             return
-        if self.config.privacy.enabled:
-            record["epsilon_max"] = self.ledgers.epsilon_max()
+        if self.config.privacy.enabled and (eps := self.ledgers.epsilon_max()) is not None:
+            record["epsilon_max"] = eps  # run ε: the largest over this run's ledgers
         if self.config.central_dp.enabled:
             q = record.get("central_dp_sample_rate")
             if q is not None and not record.get("failed"):  # this round released
@@ -166,6 +179,7 @@ class RoundBook:
         if sampled > 0 and sampled == refused:
             reasons = "; ".join(record.get("refusals", [])) or "no reason given"
             record["stopped"] = f"every sampled client refused to train ({reasons})"
+            record["stop_outcome"] = stop_outcome(record.get("refusals", [])).value
             record["failed"] = False
             record.pop("error", None)
             log.warning("round %s: %s; ending the run early", rnd, record["stopped"])

@@ -18,7 +18,7 @@ from flwr.serverapp import Grid
 
 from common.config import RunConfig
 from common.errors import ConfigError
-from common.protocol import refusal
+from common.protocol import failed_client, refusal
 from common.secagg_wire import widen_reply
 from server.traffic import CountingGrid
 
@@ -133,8 +133,9 @@ class WideningGrid(CountingGrid):
         for reply in replies:
             # Under SecAgg+ a node that refuses withdraws with an error reply saying so
             # (a zero update would make the sum the others' alone): count it as a refusal.
-            if reply.has_error() and (what := refusal(str(reply.error.reason))) is not None:
-                self.refusals.append(what)
+            reason = str(reply.error.reason) if reply.has_error() else ""
+            if (what := refusal(reason)) is not None:
+                self.refusals.append(f"client {failed_client(reason)}: {what}")
         return [widen_reply(m) for m in replies]
 
     def take_refusals(self) -> list[str]:

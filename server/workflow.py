@@ -56,6 +56,7 @@ def run_rounds(
     fit_step: FitStep = default_fit_workflow,
     evaluate_step: FitStep = default_evaluate_workflow,
     resume_from: tuple[int, list[np.ndarray]] | None = None,
+    evaluate_untrained: bool = False,
 ) -> None:
     """Initialise, then for every round: fit, central evaluation, federated evaluation.
 
@@ -63,12 +64,20 @@ def run_rounds(
     to go on, retry the round (a failed secure-aggregation round) or end the run.
     ``resume_from`` = (last completed round, its global adapter) continues a run from its
     checkpoint: no initialisation, no round 0, the next round first.
+    ``evaluate_untrained`` runs federated evaluation in round 0 too (when the server has
+    no held-out set of its own, so that the run still has a before and an after).
     """
     thread, stop, registered = start_update_client_manager_thread(grid, context.client_manager)
     registered.wait()
+    config = ConfigRecord()
+    config[Key.START_TIME] = timeit.default_timer()
     try:
         if resume_from is None:
             default_init_params_workflow(grid, context)
+            if evaluate_untrained:
+                config[Key.CURRENT_ROUND] = 0
+                context.state.config_records[MAIN_CONFIGS_RECORD] = config
+                evaluate_step(grid, context)
             on_round_end(0, 0.0, global_arrays(context))
             server_round = 1
         else:
@@ -77,8 +86,6 @@ def run_rounds(
                 ndarrays_to_parameters(arrays), keep_input=True
             )
             server_round = done + 1
-        config = ConfigRecord()
-        config[Key.START_TIME] = timeit.default_timer()
         context.state.config_records[MAIN_CONFIGS_RECORD] = config
         while server_round <= context.config.num_rounds:
             started = timeit.default_timer()

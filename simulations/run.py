@@ -18,6 +18,18 @@ from server.outputs import METRICS_FILE
 log = logging.getLogger("privatune")
 
 
+def require_completed(summary: dict, what: str) -> dict:
+    """For tools built on runs (audit, benchmarks): a run that did not complete is an
+    error there, not a data point."""
+    from common.outcome import Outcome, outcome_of
+
+    outcome = outcome_of(summary)
+    if outcome is not Outcome.COMPLETED:
+        why = summary.get("error") or summary.get("stopped_early") or "see its metrics.jsonl"
+        raise PrivatuneError(f"{what}: the run ended {outcome.value}: {why}")
+    return summary
+
+
 def check_output_dir(output_dir: Path, *, overwrite: bool) -> None:
     """Never silently mix two runs in one folder (clients' ledgers included)."""
     from client.ledger_store import CLIENT_LEDGERS_DIR

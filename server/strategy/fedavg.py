@@ -140,6 +140,11 @@ class DeltaFedAvg(FedAvg):
         if faults:
             self.record(server_round).setdefault("faults", []).extend(f.to_dict() for f in faults)
 
+    def timed_out(self, server_round: int) -> set[int]:
+        """Nodes that let this round's fit time out (server/exchange.py skips them)."""
+        faults = self.record(server_round).get("faults", [])
+        return {int(f["node_id"]) for f in faults if f["kind"] == "timeout"}
+
     def _learn_names(self, results: list[tuple[ClientProxy, Any]]) -> None:
         for proxy, res in results:
             cid = res.metrics.get("client_id")
@@ -199,9 +204,14 @@ class DeltaFedAvg(FedAvg):
             record["error"] = (
                 f"only {len(accepted)} usable updates, federation.min-clients is {self.min_clients}"
             )
-            log.error(
-                "round %s: %s; the global adapter is unchanged", server_round, record["error"]
-            )
+            if refused:
+                record["error"] += "; refused: " + "; ".join(
+                    f"client {m.get('client_id', '?')}: {m.get('refusal', '')}" for m in refused
+                )
+            if len(refused) < len(results) or not results:  # all refused: said once, later
+                log.error(
+                    "round %s: %s; the global adapter is unchanged", server_round, record["error"]
+                )
             return None, {}
         weights = [1.0 if self.fixed_weight else float(n) for _, n, _ in accepted]
         record["weights"] = [float(n) for _, n, _ in accepted]

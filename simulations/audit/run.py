@@ -160,7 +160,7 @@ def run_audit(
 ) -> dict[str, Any]:
     """Plant, run every variant, attack each final adapter; writes audit.json and the report."""
     from common.data.pipeline import run_labels
-    from simulations.run import check_output_dir, simulate
+    from simulations.run import check_output_dir, require_completed, simulate
 
     started = time.monotonic()
     output_dir = Path(output_dir)
@@ -192,7 +192,10 @@ def run_audit(
         run_dir = output_dir / "runs" / name
         log.info("audit run %s (%s)", name, "no DP" if target is None else f"target ε = {target}")
         t0 = time.monotonic()
-        summary = simulate(config, run_dir, overwrite=True, report=False, verbose=verbose)
+        summary = require_completed(
+            simulate(config, run_dir, overwrite=True, report=False, verbose=verbose),
+            f"audit run {name}",
+        )
         seconds = time.monotonic() - t0
         model, tokenizer = load_final_model(config, run_dir)
         members = score(model, tokenizer, config, canaries.members)

@@ -87,14 +87,14 @@ def simulate_run(config: Any) -> SimRun:
     Runs are remembered per config within the process: when two benchmarks of the suite
     need the same federation (traffic and SecAgg+ cost), they share one run.
     """
-    from simulations.run import simulate
+    from simulations.run import require_completed, simulate
 
     key = config.model_dump_json()
     if key not in _RUNS:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "run"
             started = time.monotonic()
-            summary = simulate(config, out, report=False)
+            summary = require_completed(simulate(config, out, report=False), "benchmark run")
             wall = time.monotonic() - started
             _RUNS[key] = SimRun(metrics(out), summary, wall)
     return _RUNS[key]

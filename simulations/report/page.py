@@ -70,8 +70,8 @@ _COLUMN_LABELS = {
     "fed_eval_exact_match": "fed. eval exact match",
     "uplink_bytes": "uplink",
     "downlink_bytes": "downlink",
-    "epsilon_max": "ε max",
-    "client_epsilon": "client ε",
+    "epsilon_max": "run ε max",
+    "client_epsilon": "client run ε",
     "round_seconds": "duration",
 }
 
@@ -177,7 +177,7 @@ def _privacy_item(h: Headline) -> tuple[str, str]:
     eps = "not recorded" if h.epsilon_max is None else fmt_float(h.epsilon_max, ".3f")
     delta = "" if h.delta is None else f", δ = {h.delta:g}"
     caveats = "".join(f"<br><span class='bad'>{_esc(c)}</span>" for c in h.privacy_caveats)
-    return ("Final ε max", _esc(f"{eps}{delta}") + caveats)
+    return ("Final run ε max", _esc(f"{eps}{delta}") + caveats)
 
 
 def _failed_item(h: Headline) -> tuple[str, str]:

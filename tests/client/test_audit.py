@@ -62,3 +62,24 @@ def test_audit_mod_writes_one_line_per_reply(tmp_path: Path) -> None:
     assert len(lines) == 2
     assert lines[0]["kind"] == MessageType.TRAIN and lines[0]["stage"] is None
     assert lines[0]["sha256"] == lines[1]["sha256"]
+
+
+def test_audit_log_is_private_and_names_the_ledgers_run_key(tmp_path: Path) -> None:
+    """0600 like the ledger; the run key of the fit instruction, as the ledger tags it."""
+    import stat
+
+    from flwr.app import ConfigRecord
+
+    from common import protocol
+
+    log = tmp_path / "state" / "audit.jsonl"
+    content = RecordDict({"fitins.config": ConfigRecord({protocol.RUN_KEY: "abc123"})})
+    request = Message(content, dst_node_id=1, message_type=MessageType.TRAIN)
+    ctxt = Context(
+        run_id=1, node_id=1, node_config={AUDIT_PATH_KEY: str(log)}, state=RecordDict(),
+        run_config={},
+    )  # fmt: skip
+    audit_mod(request, ctxt, lambda msg, _c: Message(_reply_content(), reply_to=msg))
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    (line,) = [json.loads(x) for x in log.read_text().splitlines()]
+    assert line["run_key"] == "abc123"

@@ -109,7 +109,13 @@ def test_node_policy_refuses_a_run_without_dp(deployment: LocalDeployment, tiny_
     out = deployment.root / "out-nodp"
     config = _run_config(deployment.root, tiny_bert)
     done = deployment.run(config, out, "privacy.enabled=false", "secure-aggregation.enabled=false")
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # Exit 3: the run did not do what was asked, every node refused (README "Exit codes").
+    assert done.returncode == 3, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "run stopped, every node refused" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["outcome"] == "refused" and summary["rounds_completed"] == 0
+    assert (out / "report.html").is_file()
     rows = _metrics(out)
     assert rows[1]["num_refused"] == 3 and "refused to train" in rows[1]["stopped"]
     assert "requires DP-SGD" in rows[1]["stopped"]

@@ -153,6 +153,25 @@ def test_resume_refuses_a_finished_run(tmp_path: Path) -> None:
         check_resumable(folder)
 
 
+@pytest.mark.parametrize(
+    ("outcome", "resumable"),
+    [("failed", True), ("completed", False), ("refused", False), ("budget", False)],
+)
+def test_a_failed_run_may_be_resumed_a_run_that_ended_may_not(
+    tmp_path: Path, outcome: str, resumable: bool
+) -> None:
+    """A failed run writes its summary too, and stays resumable from its last round."""
+    import json
+
+    folder = _run_folder(tmp_path)
+    (folder / "summary.json").write_text(json.dumps({"outcome": outcome}))
+    if resumable:
+        assert check_resumable(folder)[1].round == 2
+    else:
+        with pytest.raises(PrivatuneError, match="already finished"):
+            check_resumable(folder)
+
+
 def test_rewind_drops_rounds_after_the_checkpoint_and_a_torn_line(tmp_path: Path) -> None:
     folder = _run_folder(tmp_path)
     with open(folder / "metrics.jsonl", "a") as handle:

@@ -142,3 +142,53 @@ def _with_tensors(res: FitRes, tensors: list[bytes]) -> FitRes:
     params = ndarrays_to_parameters([])
     params.tensors = tensors
     return FitRes(res.status, params, res.num_examples, res.metrics)
+
+
+@pytest.mark.usefixtures("in_a_server_app")
+def test_a_node_that_timed_out_in_fit_is_not_waited_for_again_in_evaluation() -> None:
+    """One dead node costs the round one round-timeout, not one per stage."""
+    from types import SimpleNamespace
+
+    from flwr.app import ConfigRecord
+    from flwr.common import EvaluateIns
+    from flwr.compat.common.recorddict_compat import parameters_to_arrayrecord
+    from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
+
+    from server.exchange import evaluate_step
+
+    strategy = DeltaFedAvg(
+        spec=SPEC, initial=[np.zeros((2, 2), np.float32)], clients_per_round=3, min_clients=2
+    )
+    grid = _Grid({1: "ok", 2: "ok", 4: "silent"})
+    fitins = FitIns(ndarrays_to_parameters([np.zeros((2, 2), dtype=np.float32)]), {})
+    _, _, faults = exchange(
+        grid, [(_Proxy(n), fitins) for n in (1, 2, 4)], server_round=3, stage="fit",
+        timeout=1.0, sink=strategy,
+    )  # fmt: skip
+    strategy.add_faults(3, faults)
+    assert strategy.timed_out(3) == {4} and strategy.timed_out(2) == set()
+
+    params = ndarrays_to_parameters([np.zeros((2, 2), dtype=np.float32)])
+    evalins = EvaluateIns(params, {})
+    sent: list[int] = []
+
+    class _Asked:
+        def configure_evaluate(self, **_: object) -> list:
+            return [(_Proxy(n), evalins) for n in (1, 2, 4)]
+
+        def aggregate_evaluate(self, *_: object) -> None:
+            return None
+
+    class _Recording(_Grid):
+        def send_and_receive(self, messages, *, timeout=None):  # type: ignore[no-untyped-def]
+            messages = list(messages)
+            sent.extend(m.metadata.dst_node_id for m in messages)
+            return []
+
+    state = SimpleNamespace(
+        config_records={MAIN_CONFIGS_RECORD: ConfigRecord({Key.CURRENT_ROUND: 3})},
+        array_records={MAIN_PARAMS_RECORD: parameters_to_arrayrecord(params, keep_input=True)},
+    )
+    context = SimpleNamespace(state=state, strategy=_Asked(), client_manager=None)
+    evaluate_step(timeout=1.0, sink=strategy)(_Recording({}), context)  # type: ignore[arg-type]
+    assert sorted(sent) == [1, 2]

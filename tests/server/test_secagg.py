@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -236,7 +237,12 @@ def test_refusals_under_secagg_are_counted_as_refusals_and_end_the_run(tmp_path:
     grid = secagg.WideningGrid(inner)
     _federate(grid, settings=_settings(), clients=2)
     refused = grid.take_refusals()
-    assert refused == ["privacy budget: this node's lifetime ε budget is reached"] * 2
+    # Each refusal names its client, so the run's one line says who refused and why.
+    assert len(refused) == 2
+    for line in refused:
+        assert re.fullmatch(
+            r"client \S+: privacy budget: this node's lifetime ε budget is reached", line
+        )
     assert grid.take_refusals() == []
 
     record = {"round": 1, "num_sampled": 2}
@@ -247,3 +253,4 @@ def test_refusals_under_secagg_are_counted_as_refusals_and_end_the_run(tmp_path:
     decision = book.close_round(record, 1.0, [np.zeros(3, np.float32)], (0, 0))
     assert decision is Next.END and record["failed"] is False
     assert record["num_refused"] == 2 and "every sampled client refused" in record["stopped"]
+    assert record["stop_outcome"] == "budget"  # exit 4, not 3: the budget is spent

@@ -105,10 +105,16 @@ HANG_SECONDS = ROUND_TIMEOUT + 10.0
 
 @pytest.fixture(scope="module")
 def hang(tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Round 3: client 2 answers only after the round timeout."""
+    """Round 3: client 2 answers only after the round timeout. Every client is also asked
+    to evaluate, so a second wait for the hung one would show in the round's time."""
     out = tmp_path_factory.mktemp("hang") / "run"
     simulate(
-        _config(tiny_bert, "federation.rounds=3", f"federation.round-timeout={ROUND_TIMEOUT}"),
+        _config(
+            tiny_bert,
+            "federation.rounds=3",
+            f"federation.round-timeout={ROUND_TIMEOUT}",
+            "federation.evaluate-clients=4",
+        ),
         out,
         report=False,
         client_mods=[fault_mod({(3, 2): "hang"}, hang_seconds=HANG_SECONDS)],
@@ -123,7 +129,9 @@ def test_a_hanging_client_is_dropped_after_the_round_timeout(hang: Path) -> None
     (fault,) = rows[3]["faults"]
     assert fault["client_id"] == "2" and fault["kind"] == "timeout" and fault["round"] == 3
     assert f"federation.round-timeout = {ROUND_TIMEOUT} s" in fault["reason"]
-    # The round waited for the timeout, not for the hung client, and used the other three.
-    assert ROUND_TIMEOUT <= rows[3]["round_seconds"] < HANG_SECONDS
+    # The round waited for the timeout once (not for the hung client, not again in its
+    # evaluation), and used the other three.
+    assert ROUND_TIMEOUT <= rows[3]["round_seconds"] < ROUND_TIMEOUT + 8 < HANG_SECONDS
+    assert [f["stage"] for f in rows[3]["faults"]] == ["fit"]
     assert rows[3]["failed"] is False and rows[3]["num_clients"] == 3
     assert rows[3]["num_failures"] == 1

@@ -149,7 +149,7 @@ def test_readme_demo_command_runs_with_a_tiny_model(tiny_bert: Path, tmp_path: P
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "run finished" in proc.stdout
+    assert "run completed" in proc.stdout and "(exit 0)" in proc.stdout
     assert "round 1/1" in proc.stderr
     rows = _metrics(out)
     assert [r["round"] for r in rows] == [0, 1]
@@ -199,3 +199,27 @@ def test_central_dp_run_reports_user_level_epsilon(tiny_bert: Path, tmp_path: Pa
     assert 0 < eps[0] < eps[1]
     assert summary["central_epsilon"] == pytest.approx(eps[1])
     assert rows[2]["epsilon_max"] > 0
+
+
+def test_without_a_server_set_round_0_is_evaluated_federatedly(
+    tiny_bert: Path, tmp_path: Path
+) -> None:
+    """No server held-out set: the clients evaluate the untrained adapter too, and the
+    summary's headline figures say they come from federated evaluation."""
+    config = _tiny(
+        tiny_bert,
+        "data.server-eval=''",
+        "federation.evaluate-clients=3",
+        "privacy.enabled=false",
+        "federation.rounds=1",
+        "training.local-steps=3",
+    )
+    out = tmp_path / "run"
+    summary = simulate(config, out, report=False)
+    rows = _metrics(out)
+    assert [r["round"] for r in rows] == [0, 1]
+    assert "eval_accuracy" not in rows[0] and rows[0]["fed_eval_accuracy"] is not None
+    assert summary["eval_source"] == "federated"
+    assert summary["untrained_eval_accuracy"] == rows[0]["fed_eval_accuracy"]
+    assert summary["final_eval_accuracy"] == rows[1]["fed_eval_accuracy"]
+    assert summary["outcome"] == "completed" and summary["exit_code"] == 0
