@@ -143,10 +143,12 @@ def node_banner(policy: NodePolicy) -> str:
         f"  policy: DP required: {policy.require_dp}; max ε {policy.max_epsilon:g} (lifetime) "
         f"at δ {delta}; min noise multiplier {policy.min_noise_multiplier:g}; "
         f"SecAgg+ required: {policy.require_secure_aggregation} (min peers {peers}); "
-        f"federated evaluation: {policy.federated_evaluation}; training metrics shared: "
+        f"federated evaluation: {policy.federated_evaluation} (held out "
+        f"{policy.eval_fraction:g}); training metrics shared: "
         f"{policy.share_training_metrics}; reproducible noise allowed: "
         f"{policy.allow_reproducible_noise}\n"
-        f"  runtime: warm worker: {policy.warm_worker}; preforked ClientApps: {policy.prefork}"
+        f"  runtime: warm worker: {policy.warm_worker}; preforked ClientApps: {policy.prefork}; "
+        f"poll every {policy.poll_interval:g} s"
     )
 
 

@@ -331,6 +331,12 @@ def _resume_asked(context: Context) -> bool:
     return _flag(context, RESUME_KEY)
 
 
+def _explained_by_round_line(record: logging.LogRecord) -> bool:
+    """Drop Flower's SecAgg+ "Insufficient available nodes." (an ERROR it logs when every
+    sampled node refused): the round's own line that follows names each refusal."""
+    return record.getMessage() != "Insufficient available nodes."
+
+
 def _progress_to_stdout(*, verbose: bool) -> None:
     """Deployed, the ServerApp runs in Flower's own process, not under our CLI: give our
     progress lines a handler there, on stdout, which Flower streams to ``flwr run
@@ -344,6 +350,8 @@ def _progress_to_stdout(*, verbose: bool) -> None:
     # Opacus calls logging.basicConfig() on import: without this every Flower line would
     # print twice (Flower's own handler, then the root one).
     flower.propagate = False
+    if not verbose:
+        flower.addFilter(_explained_by_round_line)
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
         logging.Formatter("%(asctime)s privatune %(levelname)s %(message)s", datefmt="%H:%M:%S")

@@ -2,8 +2,10 @@
 
 Every process the test starts is started in its own session and stopped by PID at the
 end. The run uses DP-SGD and SecAgg+ together; negative tests check that an unregistered
-node key and a node without the coordinator's CA are refused, and that a node whose
-local policy forbids the run's privacy settings refuses to train.
+node key and a node without the coordinator's CA are refused, that a node whose local
+policy forbids the run's privacy settings refuses to train (exit 3), and that nodes whose
+lifetime budgets are spent stop the next run (exit 4). A node killed mid-run, then the
+run resumed, is tests/deploy/test_node_loss.py (slow).
 """
 
 from __future__ import annotations
@@ -108,11 +110,13 @@ def test_node_policy_refuses_a_run_without_dp(deployment: LocalDeployment, tiny_
     """Nodes requiring DP refuse a run with privacy off; the run ends early, loudly recorded."""
     out = deployment.root / "out-nodp"
     config = _run_config(deployment.root, tiny_bert)
-    done = deployment.run(config, out, "privacy.enabled=false", "secure-aggregation.enabled=false")
+    done = deployment.run(config, out, "privacy.enabled=false")
     # Exit 3: the run did not do what was asked, every node refused (README "Exit codes").
     assert done.returncode == 3, done.stdout[-3000:] + done.stderr[-3000:]
     assert "run stopped, every node refused" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
+    # Flower's SecAgg+ ERROR line is dropped: the round's line names each refusal.
+    assert "Insufficient available nodes" not in done.stdout + done.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["outcome"] == "refused" and summary["rounds_completed"] == 0
     assert (out / "report.html").is_file()
@@ -120,6 +124,26 @@ def test_node_policy_refuses_a_run_without_dp(deployment: LocalDeployment, tiny_
     assert rows[1]["num_refused"] == 3 and "refused to train" in rows[1]["stopped"]
     assert "requires DP-SGD" in rows[1]["stopped"]
     assert len(rows) == 2
+
+
+def test_spent_budgets_stop_the_run_with_exit_4(
+    deployment: LocalDeployment, tiny_bert: Path
+) -> None:
+    """After the first run each node's lifetime ledger (max-epsilon 10) holds about 8: a
+    second run at ε 8 fits at most a round before every node refuses on its own ledger,
+    and the run says so."""
+    out = deployment.root / "out-budget"
+    done = deployment.run(_run_config(deployment.root, tiny_bert), out)
+    assert done.returncode == 4, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "run stopped, privacy budgets spent" in done.stdout
+    assert "lifetime ε budget is reached" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["outcome"] == "budget" and summary["exit_code"] == 4
+    assert summary["rounds_completed"] < 2
+    for org in ORGS:  # never past the node's own lifetime budget
+        ledger = json.loads((deployment.root / org / "state" / "privacy_ledger.json").read_text())
+        assert ledger["epsilon"] <= 10.0
 
 
 def test_unregistered_node_is_refused(deployment: LocalDeployment) -> None:
