@@ -13,9 +13,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from common.adapters import AdapterSpec, adapter_spec, build_adapter_model, frozen_fingerprint
+from common.adapters import AdapterSpec, adapter_spec, build_adapter_model
 from common.config import RunConfig
 from common.data.pipeline import ClientData, client_data, run_labels
+from common.lora import frozen_fingerprint
 from common.models import load_tokenizer
 from common.warnings_filter import silence_expected_warnings
 

@@ -32,9 +32,10 @@ from multiprocessing.connection import Client, Listener
 from pathlib import Path
 from typing import Any
 
-from flwr.app import Context
+from flwr.app import Context, RecordDict
 from flwr.client import NumPyClient
 
+from client.numpy_client import PrivatuneClient
 from common.atomic import write_bytes_atomic
 from common.config import RunConfig
 from common.errors import PrivatuneError, Refused
@@ -98,9 +99,6 @@ def handle(kind: str, request: dict[str, Any]) -> Any:
     knows what the in-process client would: whether the request was secure, and among
     which nodes.
     """
-    from flwr.app import RecordDict
-
-    from client.app import PrivatuneClient
     from client.secagg import SecureSession, secure_session
 
     context = Context(
@@ -119,7 +117,7 @@ def handle(kind: str, request: dict[str, Any]) -> Any:
 
 def serve(address: WorkerAddress, *, max_requests: int | None = None) -> None:
     """Answer requests one at a time (a SuperNode runs one message at a time) until killed."""
-    import client.node  # noqa: F401  -- the torch stack, imported once, before any round
+    import client.local_round  # noqa: F401  -- the torch stack, imported once, before any round
 
     key = address.create_key()
     address.socket.unlink(missing_ok=True)

@@ -17,7 +17,9 @@ import numpy as np
 
 from common.config import RunConfig
 from common.errors import UpdateRejected
-from common.models import TASKS, load_base_model
+from common.models import load_base_model
+from common.peft_methods import get_method
+from common.quantization import check_quantization
 
 
 @dataclass(frozen=True)
@@ -37,20 +39,6 @@ class AdapterSpec:
         return 4 * self.num_params
 
 
-def peft_config(config: RunConfig) -> Any:
-    """The PEFT LoRA config for this run (peft.method = "lora")."""
-    import peft
-
-    lora = config.lora
-    return peft.LoraConfig(
-        task_type=TASKS[config.model.task].peft_task_type,
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=lora.target_modules,
-    )
-
-
 def build_adapter_model(config: RunConfig, *, num_labels: int | None = None) -> Any:
     """Base model + fresh adapter of ``peft.method``; initialisation is seeded by training.seed.
 
@@ -59,9 +47,6 @@ def build_adapter_model(config: RunConfig, *, num_labels: int | None = None) -> 
     shared by construction.
     """
     import torch
-
-    from common.peft_methods import get_method
-    from common.quantization import check_quantization
 
     method = get_method(config.peft.method)
     check_quantization(config, quantizable=method.quantizable)
@@ -79,25 +64,6 @@ def build_adapter_model(config: RunConfig, *, num_labels: int | None = None) -> 
     model = method.build(base, config)
     model.train()
     return model
-
-
-def freeze_lora_a(model: Any) -> None:
-    """FFA-LoRA: A stays at its seeded initialisation everywhere, so only B is trained."""
-    for name, param in model.named_parameters():
-        if ".lora_A." in name:
-            param.requires_grad_(False)
-
-
-def frozen_fingerprint(model: Any) -> str:
-    """SHA-256 of every frozen LoRA matrix: FFA-LoRA is exact only if all parties share A."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for name, param in model.named_parameters():
-        if ".lora_A." in name and not param.requires_grad:
-            digest.update(name.encode())
-            digest.update(param.detach().cpu().numpy().astype(np.float32).tobytes())
-    return digest.hexdigest()
 
 
 def trainable_named_parameters(model: Any) -> list[tuple[str, Any]]:
@@ -172,8 +138,6 @@ def save_adapter(
 ) -> None:
     """Write the adapter in its method's format: PEFT's own (loadable by stock
     PeftModel.from_pretrained) for every PEFT library method, safetensors for BitFit."""
-    from common.peft_methods import get_method
-
     set_adapter_arrays(model, arrays)
     folder.mkdir(parents=True, exist_ok=True)
     get_method(method).save(model, folder)

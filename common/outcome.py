@@ -3,7 +3,7 @@
 A run's ``summary.json`` carries its outcome; ``privatune simulate`` and ``privatune
 coordinator run`` exit with the outcome's code, so a script or a scheduler can tell a
 run that did what it was asked from one that failed, was refused by every node, or ran
-out of privacy budget. Code 2 is bad input caught before the run started (common/cli.py).
+out of privacy budget. Code 2 is bad input caught before the run started (privatune/cli.py).
 """
 
 from __future__ import annotations

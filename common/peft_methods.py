@@ -30,6 +30,7 @@ from typing import Any
 
 from common.config import RunConfig
 from common.errors import ConfigError
+from common.lora import freeze_lora_a, lora_config
 from common.models import TASKS
 
 # Sequence-classification heads of Hugging Face models (PEFT's modules_to_save uses the same).
@@ -68,9 +69,7 @@ def _task_type(config: RunConfig) -> str:
 
 
 def _build_lora(base: Any, config: RunConfig) -> Any:
-    from common.adapters import freeze_lora_a, peft_config
-
-    model = _peft_model(base, peft_config(config), "lora.target-modules")
+    model = _peft_model(base, lora_config(config), "lora.target-modules")
     if config.lora.variant == "ffa":
         freeze_lora_a(model)
     return model

@@ -101,7 +101,7 @@ def _coord_run(args: argparse.Namespace) -> int:
             f"the run ended (flwr run exit {flower_exit}) without writing {summary}; the "
             "lines above say why"
         )
-    from simulations.report import write_report
+    from server.report import write_report
 
     record = json.loads(summary.read_text())
     print(summary_text(record, output))

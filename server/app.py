@@ -19,7 +19,6 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from common import protocol
-from common.adapters import frozen_fingerprint
 from common.config import (
     DEPLOYED_KEY,
     OUTPUT_DIR_KEY,
@@ -30,6 +29,7 @@ from common.config import (
 )
 from common.data.pipeline import largest_train_split
 from common.errors import PrivatuneError
+from common.lora import frozen_fingerprint
 from common.outcome import Outcome
 from server import exchange, secagg
 from server.central_dp import CentralDP

@@ -163,7 +163,7 @@ def simulate(
 
     summary = json.loads(summary_path.read_text())
     if report:
-        from simulations.report import write_report
+        from server.report import write_report
 
         path = write_report(output_dir)
         log.info("report: %s", path)

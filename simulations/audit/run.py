@@ -20,46 +20,12 @@ from simulations.audit.attack import load_final_model, score
 from simulations.audit.canaries import make_canaries
 from simulations.audit.metrics import auc, auc_standard_error, dp_auc_bound, group_privacy
 from simulations.audit.plant import plant
+from simulations.audit.spec import AuditSpec
 
 log = logging.getLogger("privatune")
 
 RESULTS_FILE = "audit.json"
-#: The audit's federation when no --config is given (tuned so the attack works without DP).
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "examples" / "audit.toml"
 NON_PRIVATE = "non-private"
-
-
-@dataclass(frozen=True)
-class AuditSpec:
-    """What to plant and which runs to compare."""
-
-    members: int = 30
-    non_members: int = 60
-    client: int = 0
-    repeats: int = 1
-    seed: int = 1234
-    epsilons: tuple[float, ...] = (8.0, 1.0)
-    min_auc: float = 0.8
-    num_candidates: int = 100  # causal LM: pins ranked per canary (true one included)
-
-    def __post_init__(self) -> None:
-        from common.errors import PrivatuneError
-
-        problems = [
-            f"{flag} must be at least {low}, got {value}"
-            for flag, value, low in (
-                ("--canaries", self.members, 1),
-                ("--non-members", self.non_members, 1),
-                ("--repeats", self.repeats, 1),
-                ("--candidates", self.num_candidates, 2),
-            )
-            if value < low
-        ]
-        problems += [f"--epsilon must be positive, got {e}" for e in self.epsilons if e <= 0]
-        if not 0.5 <= self.min_auc <= 1.0:
-            problems.append(f"--min-auc must be between 0.5 and 1, got {self.min_auc}")
-        if problems:
-            raise PrivatuneError("; ".join(problems))
 
 
 @dataclass
@@ -250,7 +216,7 @@ def run_audit(
         "seconds": round(time.monotonic() - started, 1),
     }
     write_text_atomic(output_dir / RESULTS_FILE, json.dumps(report, indent=2) + "\n")
-    from simulations.report.audit import write_audit_report
+    from simulations.audit.report import write_audit_report
 
     report["report"] = str(write_audit_report(output_dir))
     return report

@@ -67,7 +67,7 @@ def plain_loop(cfg: RunConfig, rounds: range, threads: int) -> dict[str, Any]:
     import torch
     from torch.utils.data import DataLoader
 
-    from client.node import _seed as client_round_seed
+    from client.local_round import _seed as client_round_seed
     from common.adapters import build_adapter_model
     from common.data.encode import trim_batch
     from common.data.pipeline import client_data, run_labels

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client.app import PrivatuneClient
+from client.numpy_client import PrivatuneClient
 from common.adapters import get_adapter_arrays
 from server.app import summarise
 from tests.support.nodes import make_node, node_rows, node_run_config

@@ -18,7 +18,7 @@ from opacus.accountants import RDPAccountant
 from torch.utils.data import TensorDataset
 
 from client.dp import DPSettings, check_grad_samples, noise_only_step, private_training
-from client.node import preflight
+from client.local_round import preflight
 from client.privacy import Refusal, RoundPlan, plan_round
 from client.runtime import Runtime
 from client.train import train_adapter

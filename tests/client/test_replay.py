@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client.app import PrivatuneClient
 from client.ledger_store import FileLedgerStore
+from client.numpy_client import PrivatuneClient
 from client.replay import ReplyCache
 from common.adapters import get_adapter_arrays
 from common.config import RunConfig

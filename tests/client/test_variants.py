@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client.node import fit
+from client.local_round import fit
 from client.runtime import get_client_data, get_runtime
 from client.train import train_adapter
-from common.adapters import add, frozen_fingerprint, get_adapter_arrays, set_adapter_arrays
+from common.adapters import add, get_adapter_arrays, set_adapter_arrays
 from common.config import load_config
+from common.lora import frozen_fingerprint
 from server.strategy.fedavg import weighted_mean
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from flwr.app import Context
 
-from client.app import PrivatuneClient
+from client.numpy_client import PrivatuneClient
 from client.worker import WorkerAddress, WorkerClient, serve, wait_ready
 from common.adapters import get_adapter_arrays
 from common.config import RunConfig, load_config

@@ -101,7 +101,7 @@ def test_bad_node_toml_lists_every_problem_exit_2(tmp_path: Path) -> None:
     )
     done = subprocess.run(
         [
-            sys.executable, "-m", "common.cli", "node", "start",
+            sys.executable, "-m", "privatune.cli", "node", "start",
             "--superlink", "127.0.0.1:9", "--ca", str(tmp_path / "ca.crt"),
             "--key", str(tmp_path / "org.key"), "--node-config", str(bad),
         ],

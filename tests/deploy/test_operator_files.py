@@ -338,7 +338,7 @@ def test_systemd_units(which: str) -> None:
 
 @pytest.mark.parametrize("which", sorted(UNITS))
 def test_unit_commands_parse_with_privatune(which: str) -> None:
-    from common.cli import build_parser
+    from privatune.cli import build_parser
 
     exec_start = _unit(UNITS[which])["Service"]["ExecStart"]
     line = (
@@ -378,7 +378,7 @@ def _guide_privatune_commands() -> list[list[str]]:
 
 
 def test_guide_commands_parse_with_privatune() -> None:
-    from common.cli import build_parser
+    from privatune.cli import build_parser
 
     commands = _guide_privatune_commands()
     used = {tuple(argv[:2]) for argv in commands}

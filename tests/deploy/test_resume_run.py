@@ -9,11 +9,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from common.cli import build_parser
 from common.config import RESUME_KEY, from_run_config, load_config
 from common.errors import PrivatuneError
 from deploy import cli as deploy_cli
 from deploy.coordinator import write_run_config
+from privatune.cli import build_parser
 from server.app import _resume_asked
 
 ROOT = Path(__file__).resolve().parents[2]

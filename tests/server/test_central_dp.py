@@ -107,7 +107,7 @@ def test_central_dp_is_not_combined_with_secure_aggregation() -> None:
 
 def test_client_clips_its_whole_delta(tiny_bert) -> None:  # type: ignore[no-untyped-def]
     """A client asked to clip sends a delta of norm ≤ C."""
-    from client.node import fit
+    from client.local_round import fit
     from client.runtime import get_client_data, get_runtime
     from common.adapters import get_adapter_arrays
 

@@ -188,7 +188,7 @@ def test_simulate_cli_refuses_to_resume_with_a_different_config(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Refused before any process starts, with the key and the saved file named."""
-    from common.cli import main
+    from privatune.cli import main
 
     folder = _run_folder(tmp_path)
     assert main(["simulate", "--resume", str(folder), "--set", "federation.rounds=6"]) == 2

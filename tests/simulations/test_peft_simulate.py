@@ -1,6 +1,6 @@
 """Every PEFT method end to end: a tiny federation, 2 rounds with DP-SGD, loss goes down.
 
-Two levels: an in-process federation (the client's real round, ``client.node.fit`` with
+Two levels: an in-process federation (the client's real round, ``client.local_round.fit`` with
 its privacy ledger, and the server's real strategy) for every method on both tasks,
 fast enough for the default suite; and the full Flower simulation (Ray): per method
 (marked slow), and HetLoRA's heterogeneous ranks (in the default suite).
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 
-from client.node import evaluate_adapter, fit
+from client.local_round import evaluate_adapter, fit
 from client.privacy import new_ledger
 from client.runtime import get_client_data, get_runtime
 from common.adapters import get_adapter_arrays

@@ -317,7 +317,7 @@ def test_tiny_audit_writes_the_report(tiny_bert: Path, tmp_path: Path) -> None:
 
 def test_audit_help() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "common.cli", "audit", "--help"],
+        [sys.executable, "-m", "privatune.cli", "audit", "--help"],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -332,7 +332,7 @@ def test_minilm_audit_shows_the_gap(tmp_path: Path) -> None:
     """The README command on the packaged MiniLM: the attack works without DP, not with it."""
     out = tmp_path / "audit"
     done = subprocess.run(
-        [sys.executable, "-m", "common.cli", "audit", "--output", str(out)],
+        [sys.executable, "-m", "privatune.cli", "audit", "--output", str(out)],
         capture_output=True, text=True, cwd=ROOT,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]

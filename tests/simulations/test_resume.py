@@ -53,7 +53,7 @@ def _args(tiny_bert: Path) -> list[str]:
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "common.cli", "simulate", *args]
+    return [sys.executable, "-m", "privatune.cli", "simulate", *args]
 
 
 def _held(tiny_bert: Path, folder: Path, marker: Path) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from simulations.report import main, write_report
+from server.report import main, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ALL_PLOTS = (
@@ -213,7 +213,7 @@ def test_malformed_line_is_skipped_and_reported(
 ) -> None:
     rounds = _dp_rounds()
     _write_metrics(tmp_path, rounds[:2], extra_lines=("{not json", json.dumps(rounds[2])))
-    with caplog.at_level(logging.WARNING, logger="simulations.report"):
+    with caplog.at_level(logging.WARNING, logger="server.report"):
         page = write_report(tmp_path).read_text(encoding="utf-8")
     assert any("line 3" in r.getMessage() for r in caplog.records)
     assert "metrics.jsonl line 3: not valid JSON" in page

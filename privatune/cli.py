@@ -47,7 +47,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from simulations.report import write_report
+    from server.report import write_report
 
     print(write_report(args.output))
     return 0
@@ -97,7 +97,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
 
 
 def _add_audit_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from simulations.audit.run import AuditSpec
+    from simulations.audit.spec import AuditSpec
 
     aud = sub.add_parser(
         "audit",

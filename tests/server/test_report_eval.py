@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from simulations.report import write_report
-from simulations.report.forgetting import ForgettingRow, forgetting_rows
+from server.report import write_report
+from server.report.forgetting import ForgettingRow, forgetting_rows
 
 CAUSAL_CONFIG = """\
 [model]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeGuard
 
-log = logging.getLogger("simulations.report")
+log = logging.getLogger("server.report")
 
 METRICS_FILE = "metrics.jsonl"
 LEDGER_FILE = "privacy_ledger.json"

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from common.cli import main
 from common.config import load_config
 from common.errors import ModelError
+from privatune.cli import main
 
 ROWS = [
     ("card charged twice", "billing"),

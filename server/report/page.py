@@ -11,16 +11,16 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from simulations.report.forgetting import (
+from server.report.forgetting import (
     HEADERS,
     forgetting_caption,
     forgetting_cells,
     forgetting_rows,
 )
-from simulations.report.format import fmt_float, fmt_percent, format_value, natural_key
-from simulations.report.headline import Headline, compute_headline, ledger_delta
-from simulations.report.inputs import CONFIG_FILE, LEDGER_FILE, RunData, is_number, ledger_clients
-from simulations.report.plots import PlotSpec
+from server.report.format import fmt_float, fmt_percent, format_value, natural_key
+from server.report.headline import Headline, compute_headline, ledger_delta
+from server.report.inputs import CONFIG_FILE, LEDGER_FILE, RunData, is_number, ledger_clients
+from server.report.plots import PlotSpec
 
 MAX_PROBLEMS_SHOWN = 50  # a file of bad lines must not bury the report under its list
 

@@ -11,7 +11,7 @@ written last, so a ``report.html`` on disk always has its plots beside it.
 
 Modules: ``inputs`` reads the folder, ``headline`` computes the top figures, ``plots``
 draws, ``format`` and ``page`` render the HTML. Regenerate a report with
-``python -m simulations.report OUTPUT_DIR``.
+``python -m server.report OUTPUT_DIR``.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.atomic import write_bytes_atomic
-from simulations.report.inputs import load_run
-from simulations.report.page import render_html
-from simulations.report.plots import write_plots
+from server.report.inputs import load_run
+from server.report.page import render_html
+from server.report.plots import write_plots
 
 __all__ = ["REPORT_FILE", "main", "write_report"]
 
@@ -48,9 +48,9 @@ def write_report(output_dir: str | Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m simulations.report DIR``: regenerate the report of a run folder."""
+    """``python -m server.report DIR``: regenerate the report of a run folder."""
     parser = argparse.ArgumentParser(
-        prog="python -m simulations.report",
+        prog="python -m server.report",
         description="Regenerate report.html and its plots from a run's output folder.",
     )
     parser.add_argument("output_dir", type=Path, help="folder holding metrics.jsonl")

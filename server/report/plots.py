@@ -21,8 +21,8 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from common.atomic import write_bytes_atomic
-from simulations.report.format import natural_key
-from simulations.report.headline import (
+from server.report.format import natural_key
+from server.report.headline import (
     Series,
     accuracy_key,
     baseline_value,
@@ -30,7 +30,7 @@ from simulations.report.headline import (
     ledger_delta,
     metric_series,
 )
-from simulations.report.inputs import RunData, is_number, ledger_clients
+from server.report.inputs import RunData, is_number, ledger_clients
 
 DPI = 110
 FIGSIZE = (7.5, 4.2)

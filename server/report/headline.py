@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from simulations.report.inputs import RunData, is_number, ledger_clients
+from server.report.inputs import RunData, is_number, ledger_clients
 
 Series = tuple[list[int], list[float]]  # (rounds, values) of one metric
 

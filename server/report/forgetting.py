@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from simulations.report.format import fmt_float
-from simulations.report.inputs import FORGETTING_FILE, RunData
+from server.report.format import fmt_float
+from server.report.inputs import FORGETTING_FILE, RunData
 
 # Shown first, in this order; other numeric metrics follow alphabetically.
 _ORDER = ("loss", "perplexity", "rouge_l", "bleu", "exact_match", "accuracy", "macro_f1")

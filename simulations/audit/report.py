@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from common.atomic import write_bytes_atomic, write_text_atomic
-from simulations.report.page import _CSS
+from server.report.page import _CSS
 
 AUDIT_HTML = "audit.html"
 PLOT_TRADEOFF = "plot_audit_tradeoff.png"
