@@ -155,6 +155,25 @@ class LocalDeployment:
             "--port", str(free_port()),
         )  # fmt: skip
 
+    def start_federation(
+        self,
+        rows: dict[str, list[dict]],
+        *,
+        online: tuple[str, ...] | None = None,
+        **policy: object,
+    ) -> None:
+        """Every organisation in ``rows`` gets keys, data and a node.toml with ``policy``;
+        then the coordinator starts and the ``online`` ones (default: all) are registered
+        and started, with a few seconds for their nodes to connect."""
+        for org, org_rows in rows.items():
+            self.add_org(org, org_rows, **policy)
+        self.start_coordinator()
+        online = tuple(rows) if online is None else online
+        self.register(*online)
+        for org in online:
+            self.start_node(org)
+        time.sleep(5)
+
     def run(self, config: Path, output: Path, *overrides: str) -> subprocess.CompletedProcess:
         sets = [item for o in overrides for item in ("--set", o)]
         return self.cli(

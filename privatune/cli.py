@@ -9,19 +9,12 @@ from collections.abc import Sequence
 
 from common.errors import PrivatuneError
 from common.outcome import BAD_INPUT_EXIT, outcome_of, summary_text
+from common.progress_log import route_progress
 
 
 def _setup_logging(verbose: bool) -> None:
     """Our progress lines on stderr; Flower's own INFO chatter only with --verbose."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s privatune %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    )
-    ours = logging.getLogger("privatune")
-    ours.handlers[:] = [handler]
-    ours.setLevel(logging.DEBUG if verbose else logging.INFO)
-    ours.propagate = False
-    logging.getLogger("flwr").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    route_progress(sys.stderr, verbose=verbose, level=logging.DEBUG if verbose else logging.INFO)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:

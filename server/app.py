@@ -31,6 +31,7 @@ from common.data.pipeline import largest_train_split
 from common.errors import PrivatuneError
 from common.lora import frozen_fingerprint
 from common.outcome import Outcome
+from common.progress_log import route_progress
 from server import exchange, secagg
 from server.central_dp import CentralDP
 from server.checkpoint import Checkpoint, restore_rng, rng_state, save_checkpoint
@@ -342,23 +343,15 @@ def _progress_to_stdout(*, verbose: bool) -> None:
     progress lines a handler there, on stdout, which Flower streams to ``flwr run
     --stream`` (``privatune coordinator run``). Flower's own INFO lines (four per SecAgg+
     round) only with ``verbose``: the round's line says what they would."""
-    ours = logging.getLogger("privatune")
-    if ours.handlers:  # under our CLI (a simulation): already set up
+    if logging.getLogger("privatune").handlers:  # under our CLI (a simulation): set up
         return
+    route_progress(sys.stdout, verbose=verbose)
     flower = logging.getLogger("flwr")
-    flower.setLevel(logging.DEBUG if verbose else logging.WARNING)
     # Opacus calls logging.basicConfig() on import: without this every Flower line would
     # print twice (Flower's own handler, then the root one).
     flower.propagate = False
     if not verbose:
         flower.addFilter(_explained_by_round_line)
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s privatune %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    )
-    ours.addHandler(handler)
-    ours.setLevel(logging.INFO)
-    ours.propagate = False
 
 
 def make_server_app(

@@ -10,7 +10,6 @@ run, and compares the median round time (round 1, which includes warm-up, is lef
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
 from common.config import load_config
@@ -34,13 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         dep = LocalDeployment(root=root / "deployment")
         dep.root.mkdir()
         try:
-            for i, org in enumerate(ORGS):
-                dep.add_org(org, rows[i::2])
-            dep.start_coordinator()
-            dep.register(*ORGS)
-            for org in ORGS:
-                dep.start_node(org)
-            time.sleep(5)
+            dep.start_federation({org: rows[i::2] for i, org in enumerate(ORGS)})
             done = dep.run(run_toml, root / "deployed")
             if done.returncode != 0:
                 raise RuntimeError(done.stdout[-2000:] + done.stderr[-2000:])

@@ -11,7 +11,6 @@ run resumed, is tests/deploy/test_node_loss.py (slow).
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,13 +45,9 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDeploy
         rows = [
             {"text": r["text"], "label": r["label"]} for r in make_demo_classification(240, seed=5)
         ]
-        for i, org in enumerate((*ORGS, "stranger")):
-            dep.add_org(org, rows[i * 60 : (i + 1) * 60], **{"max-epsilon": 10.0})
-        dep.start_coordinator()
-        dep.register(*ORGS)
-        for org in ORGS:
-            dep.start_node(org)
-        time.sleep(5)
+        # "stranger" has keys and data but is never registered (the refusal test).
+        shares = {org: rows[i * 60 : (i + 1) * 60] for i, org in enumerate((*ORGS, "stranger"))}
+        dep.start_federation(shares, online=ORGS, **{"max-epsilon": 10.0})
         yield dep
     finally:
         dep.stop()

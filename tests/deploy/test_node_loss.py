@@ -34,13 +34,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalDeploy
         rows = [
             {"text": r["text"], "label": r["label"]} for r in make_demo_classification(120, seed=5)
         ]
-        for i, org in enumerate(ORGS):
-            dep.add_org(org, rows[i * 60 : (i + 1) * 60], **{"max-epsilon": 10.0})
-        dep.start_coordinator()
-        dep.register(*ORGS)
-        for org in ORGS:
-            dep.start_node(org)
-        time.sleep(5)
+        shares = {org: rows[i * 60 : (i + 1) * 60] for i, org in enumerate(ORGS)}
+        dep.start_federation(shares, **{"max-epsilon": 10.0})
         yield dep
     finally:
         dep.stop()
