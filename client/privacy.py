@@ -14,6 +14,7 @@ from client.dp import DPSettings
 from common.config import RunConfig
 from common.privacy.calibrate import noise_for_target, poisson_sample_rate
 from common.privacy.ledger import Entry, PrivacyLedger, compute_epsilon
+from common.protocol import BUDGET_REFUSAL
 
 
 @dataclass(frozen=True)
@@ -78,18 +79,18 @@ def plan_round(
         this_run = compute_epsilon([*ledger.run_history(run), entry], ledger.delta)
         if this_run > run_budget:
             return Refusal(
-                f"run privacy budget: this run's ε would reach {this_run:.3f} > {run_budget:.3f}"
+                f"run {BUDGET_REFUSAL}: this run's ε would reach {this_run:.3f} > {run_budget:.3f}"
             )
     if not ledger.allows(entry):
         after = ledger.epsilon_if([entry])
         detail = (
-            f"privacy budget: ε would reach {after:.3f} > budget {ledger.budget:.3f} "
+            f"{BUDGET_REFUSAL}: ε would reach {after:.3f} > budget {ledger.budget:.3f} "
             f"(spent {ledger.epsilon:.3f} so far)"
         )
         if len(ledger.run_history(run)) < len(ledger.history):
             # A node's lifetime ε spans other federations: the server learns only that
             # the budget is reached, not how much the node spent elsewhere.
-            return Refusal("privacy budget: this node's lifetime ε budget is reached", detail)
+            return Refusal(f"{BUDGET_REFUSAL}: this node's lifetime ε budget is reached", detail)
         return Refusal(detail, detail)
     settings = DPSettings(
         noise_multiplier=sigma,

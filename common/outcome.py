@@ -12,9 +12,7 @@ from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Any
 
-# Refusals a client sends when its ε budget (the run's or its lifetime one) is spent
-# start with this (client/privacy.py); every other refusal is a policy refusal.
-BUDGET_REFUSAL = "privacy budget"
+from common.protocol import BUDGET_REFUSAL
 
 
 class Outcome(StrEnum):

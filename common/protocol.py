@@ -9,6 +9,9 @@ SECAGG_CLIPPING_RANGE = "secagg_clipping_range"
 SECAGG_MAX_WEIGHT = "secagg_max_weight"
 FROZEN_FINGERPRINT = "frozen_fingerprint"  # FFA-LoRA: hash of the shared frozen A matrices
 RUN_KEY = "run_key"  # the run's identity in client ledgers; stable across a server restart
+# Every refusal a client sends because an ε budget (the run's or its lifetime one) would
+# be exceeded contains this; the server tells a spent budget from a policy refusal by it.
+BUDGET_REFUSAL = "privacy budget"
 
 
 # A client that fails says who it is in its error reply (client/faults.py), so the server
