@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from common.atomic import write_text_atomic
 from common.errors import PrivatuneError
 
 PIDFILE = "processes.json"
@@ -108,20 +109,11 @@ def _signal_group(pid: int, sig: int) -> None:
 
 
 def _record(pidfile: Path, procs: list[subprocess.Popen], commands: list[list[str]]) -> None:
-    pidfile.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pidfile.with_suffix(".tmp")
-    tmp.write_text(
-        json.dumps(
-            {
-                "supervisor": {"pid": os.getpid(), "command": sys.argv},
-                "children": [
-                    {"pid": p.pid, "command": c} for p, c in zip(procs, commands, strict=False)
-                ],
-            },
-            indent=2,
-        )
-    )
-    tmp.replace(pidfile)
+    record = {
+        "supervisor": {"pid": os.getpid(), "command": sys.argv},
+        "children": [{"pid": p.pid, "command": c} for p, c in zip(procs, commands, strict=False)],
+    }
+    write_text_atomic(pidfile, json.dumps(record, indent=2))
 
 
 def supervise(
