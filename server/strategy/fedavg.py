@@ -188,8 +188,10 @@ class DeltaFedAvg(FedAvg):
         self._learn_names(results)
         record["update_bytes"] = sum(parameters_nbytes(res.parameters) for _, res in results)
         accepted, refused, rejected = self._sort_results(server_round, results)
-        if refused:
-            record["refusals"] = sorted({str(m.get("refusal", "")) for m in refused})
+        if refused:  # named as under SecAgg+ (server/secagg.py): "client X: reason"
+            record["refusals"] = sorted(
+                {f"client {m.get('client_id', '?')}: {m.get('refusal', '')}" for m in refused}
+            )
         if rejected:
             record["rejections"] = rejected  # client and reason, for metrics.jsonl
         record.update(
@@ -205,9 +207,7 @@ class DeltaFedAvg(FedAvg):
                 f"only {len(accepted)} usable updates, federation.min-clients is {self.min_clients}"
             )
             if refused:
-                record["error"] += "; refused: " + "; ".join(
-                    f"client {m.get('client_id', '?')}: {m.get('refusal', '')}" for m in refused
-                )
+                record["error"] += "; refused: " + "; ".join(record["refusals"])
             if len(refused) < len(results) or not results:  # all refused: said once, later
                 log.error(
                     "round %s: %s; the global adapter is unchanged", server_round, record["error"]

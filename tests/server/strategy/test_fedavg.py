@@ -111,6 +111,8 @@ def test_refusals_have_no_weight_and_too_few_updates_fail_the_round() -> None:
     record = strategy.records[1]
     assert record["failed"] is True and "min-clients is 2" in record["error"]
     assert record["num_refused"] == 1 and record["num_failures"] == 1
+    assert record["refusals"] == ["client 1: budget"]
+    assert record["error"].endswith("; refused: client 1: budget")
     for got, want in zip(strategy.global_arrays, initial):
         np.testing.assert_array_equal(got, want)
 
