@@ -61,7 +61,8 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from common.config import load_config
-    from simulations.audit.run import DEFAULT_CONFIG, AuditSpec, run_audit
+    from simulations.audit.run import run_audit
+    from simulations.audit.spec import DEFAULT_CONFIG, AuditSpec
 
     config = load_config(args.config or DEFAULT_CONFIG, args.set)
     spec = AuditSpec(

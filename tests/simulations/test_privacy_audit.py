@@ -327,6 +327,20 @@ def test_audit_help() -> None:
         assert flag in done.stdout
 
 
+def test_audit_command_reaches_its_flag_checks(tmp_path: Path) -> None:
+    """The command's own path (default config, spec, run) up to the flag check: bad
+    flags are bad input, exit 2, nothing written."""
+    out = tmp_path / "audit"
+    done = subprocess.run(
+        [sys.executable, "-m", "privatune.cli", "audit", "--output", str(out), "--canaries", "0"],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "--canaries must be at least 1, got 0" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_minilm_audit_shows_the_gap(tmp_path: Path) -> None:
     """The README command on the packaged MiniLM: the attack works without DP, not with it."""
